@@ -1,0 +1,48 @@
+# Shared helpers for the test, demo and benchmark scripts. Source it.
+#
+# Scratch clusters run as the `postgres` OS user (initdb refuses root), trust
+# auth, a unix socket in the cluster's own directory and, for JDBC clients,
+# 127.0.0.1 on the given port. Nothing listens beyond loopback.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+PGXS_TEST=$(dirname "$("$PG_CONFIG" --pgxs 2>/dev/null || echo /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk)")/../test
+SCRATCH=${APOLLO_JOBS_SCRATCH:-/tmp/apollo_jobs}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+as_pg() { sudo -u postgres -- "$@"; }
+
+# Builds (release unless PROFILE=dev) and installs the extension into $PG_CONFIG's server.
+install_extension() {
+  local flags=(--pg-config "$PG_CONFIG")
+  [ "${PROFILE:-release}" = release ] && flags+=(--release)
+  (cd "$ROOT" && cargo pgrx install "${flags[@]}" >/dev/null)
+}
+
+# cluster_start NAME PORT [postgres -c options...]: a fresh cluster in $SCRATCH/NAME.
+# Exports PGHOST/PGPORT/PGUSER so psql and clients reach it.
+cluster_start() {
+  local name=$1 port=$2; shift 2
+  local dir="$SCRATCH/$name"
+  cluster_stop "$name"
+  mkdir -p "$SCRATCH"; chmod 777 "$SCRATCH"
+  rm -rf "$dir"; mkdir -p "$dir"; chown postgres: "$dir"
+  as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1
+  local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir"
+  opts+=" -c fsync=on -c max_connections=60 -c shared_buffers=256MB -c log_min_messages=warning"
+  for o in "$@"; do opts+=" -c $o"; done
+  as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w -t 60 start >/dev/null
+  export PGHOST=$dir PGPORT=$port PGUSER=postgres
+}
+
+cluster_stop() {
+  local dir="$SCRATCH/$1"
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+psql_q() { "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -q "$@"; }
