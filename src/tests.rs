@@ -1,1 +1,508 @@
-//! placeholder
+//! `#[pg_test]`s: every SQL function and every error path, as SQL calls them.
+//!
+//! Each test runs in its own transaction, rolled back afterwards, so each one
+//! builds the host tables it needs. Error paths are asserted by SQLSTATE
+//! through a PL/pgSQL helper that runs the statement in a subtransaction, and
+//! the tests check that the failed call left the table as it was.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Host tables like the API's, the jobs table wired to them, and the
+    /// SQLSTATE-capturing helper.
+    const HOST: &str = r#"
+        CREATE SCHEMA host;
+        CREATE TABLE host.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
+        CREATE TABLE host.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES host.orgs,
+                                    deleted boolean NOT NULL DEFAULT false);
+        INSERT INTO host.orgs VALUES ('o1'), ('o2');
+        INSERT INTO host.projects VALUES ('p1', 'o1'), ('p2', 'o2');
+    "#;
+
+    const HELPER: &str = r#"
+        CREATE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE statement;
+            RETURN '00000';
+        EXCEPTION WHEN OTHERS THEN
+            RETURN SQLSTATE;
+        END $$;
+        CREATE FUNCTION pg_temp.error_text_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
+        DECLARE m text; d text; h text;
+        BEGIN
+            EXECUTE statement;
+            RETURN NULL;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+            RETURN concat_ws(' | ', m, d, h);
+        END $$;
+    "#;
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Host tables plus `create_jobs_table(orgs, projects)`.
+    fn host() {
+        helpers();
+        run(HOST);
+        run("SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', projects => 'host.projects')");
+    }
+
+    fn helpers() {
+        run(HELPER);
+    }
+
+    fn sqlstate(sql: &str) -> String {
+        Spi::get_one_with_args::<String>("SELECT pg_temp.sqlstate_of($1)", &[sql.into()])
+            .expect("sqlstate_of")
+            .expect("sqlstate_of returned null")
+    }
+
+    fn error_text(sql: &str) -> String {
+        Spi::get_one_with_args::<String>("SELECT pg_temp.error_text_of($1)", &[sql.into()])
+            .expect("error_text_of")
+            .unwrap_or_else(|| panic!("no error from {sql}"))
+    }
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql)
+            .expect(sql)
+            .unwrap_or_else(|| panic!("{sql} returned null"))
+    }
+
+    fn jobs() -> i64 {
+        one("SELECT count(*) FROM apollo_jobs.jobs")
+    }
+
+    fn upsert(thermos: &str, class: &str, org: &str, project: Option<&str>) -> (String, bool) {
+        let (id, created) = Spi::get_two_with_args::<String, bool>(
+            "SELECT job_id::text, created FROM apollo_jobs.upsert_job_by_thermos_id($1, $2, $3, $4, 'batch_revoke')",
+            &[thermos.into(), class.into(), org.into(), project.into()],
+        )
+        .expect("upsert");
+        (
+            id.expect("job_id is null"),
+            created.expect("created is null"),
+        )
+    }
+
+    /// Table-driven SQLSTATE checks: each statement must fail with its code.
+    /// `with host` cases run against the wired jobs table and also assert
+    /// that the failed statement wrote nothing.
+    macro_rules! sqlstate_cases {
+        ($($name:ident ($setup:ident): $sql:expr => $code:expr;)*) => {$(
+            #[pg_test]
+            fn $name() {
+                $setup();
+                let before = if stringify!($setup) == "host" { jobs() } else { 0 };
+                assert_eq!(sqlstate($sql), $code, "{}", $sql);
+                if stringify!($setup) == "host" {
+                    assert_eq!(jobs(), before, "a failed call wrote rows: {}", $sql);
+                }
+            }
+        )*};
+    }
+
+    sqlstate_cases! {
+        // mint_job_id
+        mint_null_class (helpers): "SELECT apollo_jobs.mint_job_id(NULL)" => "22004";
+        mint_unknown_class (helpers): "SELECT apollo_jobs.mint_job_id('Org')" => "22023";
+        mint_empty_class (helpers): "SELECT apollo_jobs.mint_job_id('')" => "22023";
+        // job_class_of
+        class_of_malformed (helpers): "SELECT apollo_jobs.job_class_of('oj_short')" => "22P02";
+        class_of_wrong_case (helpers): "SELECT apollo_jobs.job_class_of('OJ_V1StGXR8Z5jdHi6BmyT2a')" => "22P02";
+        // domains
+        domain_rejects_bad_id (helpers): "SELECT 'oj_bad'::apollo_jobs.job_id" => "23514";
+        domain_rejects_22_symbols (helpers): "SELECT 'oj_V1StGXR8Z5jdHi6BmyT2ab'::apollo_jobs.job_id" => "23514";
+        org_domain_rejects_pj (helpers): "SELECT 'pj_V1StGXR8Z5jdHi6BmyT2a'::apollo_jobs.org_job_id" => "23514";
+        project_domain_rejects_oj (helpers): "SELECT 'oj_V1StGXR8Z5jdHi6BmyT2a'::apollo_jobs.project_job_id" => "23514";
+        // the table not created yet
+        upsert_without_table (helpers): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', 'o1', NULL, 't')" => "55000";
+        getter_without_table (helpers): "SELECT * FROM apollo_jobs.job_by_id('oj_V1StGXR8Z5jdHi6BmyT2a', 'o1')" => "55000";
+        // create_jobs_table
+        create_twice (host): "SELECT apollo_jobs.create_jobs_table()" => "42P07";
+        // upsert arguments
+        upsert_null_thermos (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id(NULL, 'org', 'o1', NULL, 't')" => "22004";
+        upsert_null_class (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', NULL, 'o1', NULL, 't')" => "22004";
+        upsert_null_org (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', NULL, NULL, 't')" => "22004";
+        upsert_null_type (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', 'o1', NULL, NULL)" => "22004";
+        upsert_empty_thermos (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('', 'org', 'o1', NULL, 't')" => "22023";
+        upsert_long_thermos (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id(repeat('x', 1001), 'org', 'o1', NULL, 't')" => "22023";
+        upsert_empty_org (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', '', NULL, 't')" => "22023";
+        upsert_long_org (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', repeat('o', 256), NULL, 't')" => "22023";
+        upsert_unknown_class (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'team', 'o1', NULL, 't')" => "22023";
+        upsert_project_for_org_job (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', 'o1', 'p1', 't')" => "22023";
+        upsert_no_project_for_project_job (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'project', 'o1', NULL, 't')" => "22023";
+        upsert_empty_project (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'project', 'o1', '', 't')" => "22023";
+        upsert_bad_job_type (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', 'o1', NULL, 'Batch-Revoke')" => "22023";
+        upsert_unknown_org (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'org', 'nope', NULL, 't')" => "23503";
+        upsert_unknown_project (host): "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('w', 'project', 'o1', 'nope', 't')" => "23503";
+        // getter arguments
+        getter_null_job_id (host): "SELECT * FROM apollo_jobs.job_by_id(NULL, 'o1')" => "22004";
+        getter_null_org (host): "SELECT * FROM apollo_jobs.job_by_id('oj_V1StGXR8Z5jdHi6BmyT2a', NULL)" => "22004";
+        // plain INSERTs meet the same rules as CHECKs
+        insert_prefix_class_mismatch (host): "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', 'w')" => "23514";
+        insert_malformed_id (host): "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('oj_nope', 'org', 'o1', 't', 'w')" => "23514";
+        insert_org_job_with_project (host): "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, project_id, job_type, thermos_job_id) VALUES ('oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 'p1', 't', 'w')" => "23514";
+        insert_project_job_without_project (host): "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'project', 'o1', 't', 'w')" => "23514";
+        insert_bad_job_type (host): "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 'Bad', 'w')" => "23514";
+        insert_empty_thermos (host): "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', '')" => "23514";
+        insert_unknown_class (host): "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('oj_V1StGXR8Z5jdHi6BmyT2a', 'team', 'o1', 't', 'w')" => "23514";
+    }
+
+    #[pg_test]
+    fn mint_brands_ids_by_class() {
+        for (class, prefix) in [("org", "oj_"), ("project", "pj_")] {
+            let id: String = one(&format!("SELECT apollo_jobs.mint_job_id('{class}')::text"));
+            assert!(id.starts_with(prefix), "{id}");
+            assert!(one::<bool>(&format!(
+                "SELECT apollo_jobs.job_id_is_valid('{id}')"
+            )));
+            assert_eq!(
+                one::<String>(&format!("SELECT apollo_jobs.job_class_of('{id}')")),
+                class
+            );
+        }
+        let distinct: i64 = one(
+            "SELECT count(DISTINCT apollo_jobs.mint_job_id('org')) FROM generate_series(1, 10000)",
+        );
+        assert_eq!(distinct, 10000);
+    }
+
+    #[pg_test]
+    fn job_id_is_valid_never_raises() {
+        let cases: &[(&str, Option<bool>)] = &[
+            ("'oj_V1StGXR8Z5jdHi6BmyT2a'", Some(true)),
+            ("'pj_V1StGXR8Z5jdHi6BmyT2a'", Some(true)),
+            ("'oj_V1StGXR8Z5jdHi6BmyT2'", Some(false)),
+            ("'oj_V1StGXR8Z5jdHi6BmyT2ab'", Some(false)),
+            ("'Oj_V1StGXR8Z5jdHi6BmyT2a'", Some(false)),
+            ("'oj__1StGXR8Z5jdHi6BmyT2a'", Some(false)),
+            ("'oj_V1StGXR8Z5jdHi6BmyT2' || chr(1072)", Some(false)),
+            ("repeat('x', 100000)", Some(false)),
+            ("''", Some(false)),
+            ("E'oj_V1StGXR8Z5jdHi6Bmy\\t2a'", Some(false)),
+            ("NULL", None),
+        ];
+        for (expr, want) in cases {
+            let got = Spi::get_one::<bool>(&format!("SELECT apollo_jobs.job_id_is_valid({expr})"))
+                .expect(expr);
+            assert_eq!(got, *want, "{expr}");
+        }
+    }
+
+    #[pg_test]
+    fn create_jobs_table_reports_missing_columns_by_name() {
+        helpers();
+        run(HOST);
+        let text = error_text(
+            "SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', org_key => 'org_nano')",
+        );
+        assert!(text.contains("\"org_nano\""), "{text}");
+        assert_eq!(
+            sqlstate(
+                "SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', org_key => 'org_nano')"
+            ),
+            "42703"
+        );
+        assert_eq!(
+            sqlstate("SELECT apollo_jobs.create_jobs_table(projects => 'host.projects', deleted_column => 'gone')"),
+            "42703"
+        );
+        assert_eq!(
+            sqlstate(
+                "SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', org_key => 'ctid')"
+            ),
+            "42703"
+        );
+        assert_eq!(
+            sqlstate("SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', deleted_column => 'nano_id')"),
+            "42804"
+        );
+        assert_eq!(
+            sqlstate("SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', org_key => NULL)"),
+            "22004"
+        );
+        assert_eq!(
+            sqlstate("SELECT apollo_jobs.create_jobs_table(orgs => 999999999::oid::regclass)"),
+            "42P01"
+        );
+        let tables: i64 = one("SELECT count(*) FROM pg_class WHERE relnamespace = 'apollo_jobs'::regnamespace AND relkind IN ('r', 'v')");
+        assert_eq!(
+            tables, 0,
+            "a failed create_jobs_table left relations behind"
+        );
+    }
+
+    #[pg_test]
+    fn create_jobs_table_quotes_identifiers() {
+        helpers();
+        run(r#"CREATE SCHEMA "Host Schema";
+               CREATE TABLE "Host Schema"."Org Table" ("Org Key" text PRIMARY KEY, "Is Deleted" boolean);
+               INSERT INTO "Host Schema"."Org Table" VALUES ('o"1', false);"#);
+        run(
+            r#"SELECT apollo_jobs.create_jobs_table(orgs => '"Host Schema"."Org Table"', org_key => 'Org Key', deleted_column => 'Is Deleted')"#,
+        );
+        let (id, created) = upsert("w1", "org", "o\"1", None);
+        assert!(created);
+        let visible: i64 = one(&format!(
+            "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o\"1')"
+        ));
+        assert_eq!(visible, 1);
+        run(r#"UPDATE "Host Schema"."Org Table" SET "Is Deleted" = true"#);
+        let visible: i64 = one(&format!(
+            "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o\"1')"
+        ));
+        assert_eq!(visible, 0);
+    }
+
+    #[pg_test]
+    fn upsert_creates_then_echoes() {
+        host();
+        let (id, created) = upsert("wf-1", "org", "o1", None);
+        assert!(created);
+        assert!(id.starts_with("oj_"));
+        let (again, created) = upsert("wf-1", "org", "o1", None);
+        assert!(!created);
+        assert_eq!(again, id);
+        let (pid, created) = upsert("wf-2", "project", "o1", Some("p1"));
+        assert!(created && pid.starts_with("pj_"));
+        assert_eq!(upsert("wf-2", "project", "o1", Some("p1")), (pid, false));
+        assert_eq!(jobs(), 2);
+    }
+
+    #[pg_test]
+    fn upsert_always_returns_exactly_one_row() {
+        host();
+        for _ in 0..2 {
+            let rows: i64 = one("SELECT count(*) FROM apollo_jobs.upsert_job_by_thermos_id('wf', 'org', 'o1', NULL, 't') WHERE job_id IS NOT NULL AND created IS NOT NULL");
+            assert_eq!(rows, 1);
+        }
+    }
+
+    /// The echo path neither inserts a row nor runs an INSERT statement.
+    #[pg_test]
+    fn echo_path_attempts_no_insert() {
+        host();
+        run(r#"CREATE TABLE pg_temp.insert_statements (n int);
+               INSERT INTO pg_temp.insert_statements VALUES (0);
+               CREATE FUNCTION pg_temp.count_insert() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN UPDATE pg_temp.insert_statements SET n = n + 1; RETURN NULL; END $$;
+               CREATE TRIGGER count_insert BEFORE INSERT ON apollo_jobs.jobs
+                 FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.count_insert();"#);
+        upsert("wf-1", "org", "o1", None);
+        let statements = || one::<i32>("SELECT n FROM pg_temp.insert_statements");
+        let inserted = || {
+            one::<i64>("SELECT n_tup_ins FROM pg_stat_xact_user_tables WHERE relid = 'apollo_jobs.jobs'::regclass")
+        };
+        assert_eq!(statements(), 1);
+        let rows_before = inserted();
+        for _ in 0..5 {
+            assert!(!upsert("wf-1", "org", "o1", None).1);
+        }
+        assert_eq!(statements(), 1, "the echo path ran an INSERT");
+        assert_eq!(inserted(), rows_before, "the echo path inserted rows");
+    }
+
+    /// A thermos id registered for one scope is a 23505 for any other scope,
+    /// class or job type, and the error names neither the job nor the owner.
+    #[pg_test]
+    fn thermos_id_taken_by_another_scope() {
+        host();
+        let (id, _) = upsert("wf-1", "project", "o1", Some("p1"));
+        let others = [
+            "'wf-1', 'project', 'o2', 'p2', 'batch_revoke'",
+            "'wf-1', 'project', 'o1', 'p2', 'batch_revoke'",
+            "'wf-1', 'org', 'o1', NULL, 'batch_revoke'",
+            "'wf-1', 'project', 'o1', 'p1', 'other_type'",
+        ];
+        for args in others {
+            let sql = format!("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id({args})");
+            assert_eq!(sqlstate(&sql), "23505", "{args}");
+            let text = error_text(&sql);
+            for secret in [id.as_str(), "p1", "o1'"] {
+                assert!(!text.contains(secret), "error discloses {secret}: {text}");
+            }
+        }
+        assert_eq!(jobs(), 1);
+    }
+
+    #[pg_test]
+    fn getter_is_tenant_scoped() {
+        host();
+        let (org_job, _) = upsert("wf-org", "org", "o1", None);
+        let (prj_job, _) = upsert("wf-prj", "project", "o1", Some("p1"));
+        let rows = |job: &str, org: &str, project: Option<&str>| -> i64 {
+            Spi::get_one_with_args::<i64>(
+                "SELECT count(*) FROM apollo_jobs.job_by_id($1, $2, $3)",
+                &[job.into(), org.into(), project.into()],
+            )
+            .expect("job_by_id")
+            .expect("count")
+        };
+        assert_eq!(rows(&org_job, "o1", None), 1);
+        assert_eq!(rows(&prj_job, "o1", Some("p1")), 1);
+        assert_eq!(rows(&org_job, "o2", None), 0, "other org");
+        assert_eq!(
+            rows(&org_job, "o1", Some("p1")),
+            0,
+            "org job asked with a project"
+        );
+        assert_eq!(
+            rows(&prj_job, "o1", None),
+            0,
+            "project job asked without its project"
+        );
+        assert_eq!(rows(&prj_job, "o1", Some("p2")), 0, "other project");
+        assert_eq!(
+            rows(&prj_job, "o2", Some("p1")),
+            0,
+            "project under the wrong org"
+        );
+        assert_eq!(rows("oj_short", "o1", None), 0, "malformed id");
+        assert_eq!(rows(&repeat_x(100_000), "o1", None), 0, "100 KB id");
+
+        let row = Spi::get_three_with_args::<String, String, String>(
+            "SELECT job_class, job_type, thermos_job_id FROM apollo_jobs.job_by_id($1, 'o1', 'p1')",
+            &[prj_job.as_str().into()],
+        )
+        .expect("row");
+        assert_eq!(
+            row,
+            (
+                Some("project".into()),
+                Some("batch_revoke".into()),
+                Some("wf-prj".into())
+            )
+        );
+
+        run("UPDATE host.projects SET deleted = true WHERE nano_id = 'p1'");
+        assert_eq!(rows(&prj_job, "o1", Some("p1")), 0, "soft-deleted project");
+        assert_eq!(
+            rows(&org_job, "o1", None),
+            1,
+            "org job unaffected by a project's deletion"
+        );
+        run("UPDATE host.orgs SET deleted = true WHERE nano_id = 'o1'");
+        assert_eq!(rows(&org_job, "o1", None), 0, "soft-deleted org");
+    }
+
+    fn repeat_x(n: usize) -> String {
+        "x".repeat(n)
+    }
+
+    #[pg_test]
+    fn no_soft_delete_filter_when_deleted_column_is_null() {
+        helpers();
+        run(HOST);
+        run("SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', deleted_column => NULL)");
+        let (id, _) = upsert("wf", "org", "o1", None);
+        run("UPDATE host.orgs SET deleted = true");
+        let visible: i64 = one(&format!(
+            "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o1')"
+        ));
+        assert_eq!(visible, 1);
+    }
+
+    #[pg_test]
+    fn without_scope_tables_there_are_no_foreign_keys() {
+        helpers();
+        run("SELECT apollo_jobs.create_jobs_table()");
+        let fks: i64 = one("SELECT count(*) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass AND contype = 'f'");
+        assert_eq!(fks, 0);
+        let (id, created) = upsert("wf", "project", "any-org", Some("any-project"));
+        assert!(created);
+        let visible: i64 = one(&format!(
+            "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'any-org', 'any-project')"
+        ));
+        assert_eq!(visible, 1);
+    }
+
+    #[pg_test]
+    fn deleting_an_org_cascades_to_its_jobs() {
+        host();
+        upsert("wf-1", "org", "o1", None);
+        upsert("wf-2", "project", "o1", Some("p1"));
+        upsert("wf-3", "org", "o2", None);
+        run("DELETE FROM host.projects WHERE nano_id = 'p1'");
+        assert_eq!(jobs(), 2);
+        run("DELETE FROM host.orgs WHERE nano_id = 'o1'");
+        assert_eq!(jobs(), 1);
+        let left: String = one("SELECT thermos_job_id FROM apollo_jobs.jobs");
+        assert_eq!(left, "wf-3");
+    }
+
+    /// Kept plans follow the table through DROP and re-CREATE in one backend.
+    #[pg_test]
+    fn plans_follow_a_recreated_table() {
+        host();
+        upsert("wf-1", "org", "o1", None);
+        run("DROP TABLE apollo_jobs.jobs CASCADE");
+        assert_eq!(sqlstate("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-1', 'org', 'o1', NULL, 't')"), "55000");
+        assert_eq!(
+            sqlstate("SELECT * FROM apollo_jobs.job_by_id('oj_V1StGXR8Z5jdHi6BmyT2a', 'o1')"),
+            "55000"
+        );
+        run("SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs')");
+        let (id, created) = upsert("wf-1", "org", "o1", None);
+        assert!(created, "the old table's row must not be seen");
+        let visible: i64 = one(&format!(
+            "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o1')"
+        ));
+        assert_eq!(visible, 1);
+    }
+
+    #[pg_test]
+    fn every_function_is_security_invoker_with_declared_volatility() {
+        let rows = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT p.proname::text, p.prosecdef, p.provolatile::text FROM pg_proc p
+                     JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+                     JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'apollo_jobs'
+                     WHERE p.pronamespace = 'apollo_jobs'::regnamespace
+                     ORDER BY 1",
+                    None,
+                    &[],
+                )
+                .expect("pg_proc")
+                .map(|row| {
+                    (
+                        row.get::<String>(1).expect("name").expect("name"),
+                        row.get::<bool>(2).expect("secdef").expect("secdef"),
+                        row.get::<String>(3).expect("vol").expect("vol"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        let expected = [
+            ("create_jobs_table", "v"),
+            ("job_by_id", "s"),
+            ("job_class_of", "i"),
+            ("job_id_is_valid", "i"),
+            ("mint_job_id", "v"),
+            ("upsert_job_by_thermos_id", "v"),
+        ];
+        let got: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|(n, _, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(
+            rows.iter().all(|(_, secdef, _)| !secdef),
+            "a SECURITY DEFINER function: {rows:?}"
+        );
+    }
+
+    #[pg_test]
+    fn drop_extension_refuses_while_the_table_exists() {
+        host();
+        upsert("wf-1", "org", "o1", None);
+        assert_eq!(sqlstate("DROP EXTENSION apollo_jobs"), "2BP01");
+        assert_eq!(jobs(), 1);
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every test, from a fresh machine: set-up, the Rust unit/property tests and
+# #[pg_test]s (cargo pgrx test), then the SQL-level suites against scratch
+# clusters with the release build installed. Prints one line per stage and a
+# closing "stages: N passed, N failed". Run a subset with: tests/run.sh STAGE...
+source "$(dirname "$0")/lib.sh"
+
+# name | script (relative to tests/)
+STAGES=(
+  "pgrx|pgrx_test.sh"
+  "pg_regress|pg_regress/run.sh"
+)
+
+bash "$ROOT/tests/setup.sh"
+
+want=("$@")
+selected() { [ ${#want[@]} -eq 0 ] && return 0; local w; for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
+
+passed=0; failed=0; failed_names=()
+installed=no
+for entry in "${STAGES[@]}"; do
+  name=${entry%%|*}; script=${entry#*|}
+  selected "$name" || continue
+  # cargo pgrx test installs a debug build with the test schema; every later
+  # stage tests the release build.
+  if [ "$name" != pgrx ] && [ $installed = no ]; then
+    echo "== installing the release build"
+    install_extension
+    installed=yes
+  fi
+  echo "== stage $name"
+  start=$(date +%s)
+  if bash "$ROOT/tests/$script"; then
+    passed=$((passed + 1)); echo "== stage $name: ok ($(( $(date +%s) - start ))s)"
+  else
+    failed=$((failed + 1)); failed_names+=("$name"); echo "== stage $name: FAILED ($(( $(date +%s) - start ))s)"
+  fi
+done
+[ $failed -eq 0 ] || echo "failed stages: ${failed_names[*]}"
+echo "stages: $passed passed, $failed failed"
+[ $failed -eq 0 ]
