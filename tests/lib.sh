@@ -46,3 +46,18 @@ cluster_stop() {
 }
 
 psql_q() { "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -q "$@"; }
+
+# A virtualenv with tests/requirements.txt (pinned), created on first use.
+# Puts its python first on PATH.
+python_env() {
+  local venv="$SCRATCH/venv"
+  local stamp="$venv/.requirements.sha"
+  local want; want=$(sha256sum "$ROOT/tests/requirements.txt" | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    mkdir -p "$SCRATCH"; chmod 777 "$SCRATCH"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tests/requirements.txt"
+    echo "$want" >"$stamp"
+  fi
+  export PATH="$venv/bin:$PATH"
+}
