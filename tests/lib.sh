@@ -43,6 +43,8 @@ cluster_stop() {
   if [ -f "$dir/data/postmaster.pid" ]; then
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
+  # A server whose directory was removed under it cannot be stopped by pg_ctl.
+  pkill -KILL -f -- "postgres -D $dir/data( |\$)" 2>/dev/null || true
 }
 
 psql_q() { "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -q "$@"; }

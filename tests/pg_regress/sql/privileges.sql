@@ -1,0 +1,61 @@
+-- Privileges. Every function is SECURITY INVOKER, so a caller needs the
+-- grants documented in the README; without them every function answers
+-- 42501 and no data.
+
+SELECT p.proname, p.prosecdef AS security_definer, p.provolatile AS volatility,
+       p.proconfig AS settings
+FROM pg_proc p
+WHERE p.pronamespace = 'apollo_jobs'::regnamespace
+ORDER BY p.proname;
+
+CREATE ROLE apollo_app NOLOGIN;
+CREATE ROLE stranger NOLOGIN;
+CREATE ROLE usage_only NOLOGIN;
+
+-- the documented grants for an application role
+GRANT USAGE ON SCHEMA apollo_jobs TO apollo_app;
+GRANT SELECT, INSERT ON apollo_jobs.jobs TO apollo_app;
+GRANT SELECT ON apollo_jobs.visible_jobs TO apollo_app;
+GRANT SELECT (nano_id, deleted) ON public.orgs, public.projects TO apollo_app;
+GRANT USAGE ON SCHEMA apollo_jobs TO usage_only;
+
+SET ROLE apollo_app;
+SELECT job_id AS app_job, created FROM apollo_jobs.upsert_job_by_thermos_id('pv-1', 'org', 'org_b', NULL, 'batch_revoke') \gset
+SELECT :'created' AS created;
+SELECT created FROM apollo_jobs.upsert_job_by_thermos_id('pv-1', 'org', 'org_b', NULL, 'batch_revoke');
+SELECT count(*) AS visible FROM apollo_jobs.job_by_id(:'app_job', 'org_b');
+SELECT apollo_jobs.mint_job_id('org') ~ '^oj_' AS minted;
+RESET ROLE;
+
+-- no USAGE on the schema: 42501 from every function
+SET ROLE stranger;
+SELECT apollo_jobs.mint_job_id('org');
+\echo :LAST_ERROR_SQLSTATE
+SELECT apollo_jobs.job_id_is_valid('oj_V1StGXR8Z5jdHi6BmyT2a');
+\echo :LAST_ERROR_SQLSTATE
+SELECT apollo_jobs.job_class_of('oj_V1StGXR8Z5jdHi6BmyT2a');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('pv-2', 'org', 'org_b', NULL, 'batch_revoke');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.job_by_id('oj_000000000000000000000', 'org_b');
+\echo :LAST_ERROR_SQLSTATE
+SELECT apollo_jobs.create_jobs_table();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- USAGE but no table privileges: the data functions still answer 42501
+SET ROLE usage_only;
+SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('pv-3', 'org', 'org_b', NULL, 'batch_revoke');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('pv-1', 'org', 'org_b', NULL, 'batch_revoke');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.job_by_id(:'app_job', 'org_b');
+\echo :LAST_ERROR_SQLSTATE
+SELECT apollo_jobs.create_jobs_table();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+SELECT count(*) AS rows_for_pv FROM apollo_jobs.jobs WHERE thermos_job_id LIKE 'pv-%';
+
+DROP OWNED BY apollo_app, stranger, usage_only;
+DROP ROLE apollo_app, stranger, usage_only;
