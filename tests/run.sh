@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 STAGES=(
   "pgrx|pgrx_test.sh"
   "pg_regress|pg_regress/run.sh"
+  "dump_restore|dump_restore.sh"
 )
 
 bash "$ROOT/tests/setup.sh"
