@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Concurrency specs run by PostgreSQL's own isolation tester
+# (pg_isolation_regress + isolationtester) against a scratch cluster on port
+# 5493 with the installed release build. The schema (schema.sql) is loaded once
+# into a fresh database; each spec's setup only resets the data.
+# Regenerate expected output after an intended change with:
+#   ACCEPT=1 tests/isolation/run.sh
+# Run a subset with: tests/isolation/run.sh SPEC...
+source "$(dirname "$0")/../lib.sh"
+here="$ROOT/tests/isolation"
+out="$here/output_iso"        # gitignored
+db=apollo_jobs_isolation
+SPECS=(
+  upsert-race-read-committed
+  upsert-race-repeatable-read
+  upsert-race-serializable
+  upsert-race-other-scope
+  getter-vs-delete
+)
+[ $# -gt 0 ] && SPECS=("$@")
+
+tester="$PGXS_TEST/isolation/pg_isolation_regress"
+if [ ! -x "$tester" ] || [ ! -x "$(dirname "$tester")/isolationtester" ]; then
+  echo "isolation: $tester or the isolationtester beside it is missing (package postgresql-client-15)" >&2
+  exit 1
+fi
+
+cluster_start isolation 5493 max_prepared_transactions=0
+trap 'cluster_stop isolation' EXIT
+psql_q -d postgres -c "CREATE DATABASE $db"
+psql_q -d "$db" -f "$here/schema.sql" >/dev/null
+
+rm -rf "$out"; mkdir -p "$out"
+if [ "${ACCEPT:-0}" = 1 ]; then
+  # pg_regress stops at a missing expected file.
+  for s in "${SPECS[@]}"; do [ -f "$here/expected/$s.out" ] || : >"$here/expected/$s.out"; done
+fi
+status=0
+# Bounded: a spec that waits forever would hang the whole suite.
+timeout 300 "$tester" --use-existing \
+  --inputdir="$here" --outputdir="$out" --bindir="$PGBIN" \
+  --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="$db" \
+  "${SPECS[@]}" || status=$?
+
+if [ "${ACCEPT:-0}" = 1 ]; then
+  for s in "${SPECS[@]}"; do cp "$out/results/$s.out" "$here/expected/$s.out"; done
+  echo "isolation: expected output updated from this run"
+  exit 0
+fi
+if [ $status -ne 0 ]; then
+  echo "isolation: FAILED (exit $status); regression.diffs:"
+  cat "$out/regression.diffs" 2>/dev/null || echo "(no regression.diffs)"
+  echo "server log tail:"; tail -n 30 "$SCRATCH/isolation/server.log" 2>/dev/null || true
+fi
+exit $status
