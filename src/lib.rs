@@ -16,6 +16,8 @@ mod args;
 mod ddl;
 mod error;
 mod id;
+mod probe;
+mod srf;
 mod store;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -128,10 +130,8 @@ fn create_jobs_table(
     ddl::create_jobs_table(org, project).or_raise()
 }
 
-/// Lookup-first get-or-create on the thermos workflow id; always one row.
-#[pg_extern(
-    volatile,
-    sql = r#"
+extension_sql!(
+    r#"
 CREATE FUNCTION apollo_jobs.upsert_job_by_thermos_id(
     thermos_job_id pg_catalog.text,
     job_class pg_catalog.text,
@@ -140,34 +140,9 @@ CREATE FUNCTION apollo_jobs.upsert_job_by_thermos_id(
     job_type pg_catalog.text
 ) RETURNS TABLE (job_id apollo_jobs.job_id, created pg_catalog.bool)
     VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 1
-    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+    LANGUAGE c AS 'MODULE_PATHNAME', 'upsert_job_by_thermos_id_wrapper';
 COMMENT ON FUNCTION apollo_jobs.upsert_job_by_thermos_id(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'get-or-create the job registered under a thermos workflow id: (existing id, false) or (new id, true)';
-"#,
-    requires = ["job_id_domains"]
-)]
-fn upsert_job_by_thermos_id(
-    thermos_job_id: Option<&[u8]>,
-    job_class: Option<&[u8]>,
-    org_id: Option<&[u8]>,
-    project_id: Option<&[u8]>,
-    job_type: Option<&[u8]>,
-) -> TableIterator<'static, (name!(job_id, String), name!(created, bool))> {
-    let registration = args::registration(
-        utf8("thermos_job_id", thermos_job_id).or_raise(),
-        utf8("job_class", job_class).or_raise(),
-        utf8("org_id", org_id).or_raise(),
-        utf8("project_id", project_id).or_raise(),
-        utf8("job_type", job_type).or_raise(),
-    )
-    .or_raise();
-    TableIterator::once(store::upsert(&registration).or_raise())
-}
 
-/// The job, only if it belongs to (org_id, project_id) and neither scope is
-/// soft-deleted; zero rows otherwise (including for a malformed job id).
-#[pg_extern(
-    stable,
-    sql = r#"
 CREATE FUNCTION apollo_jobs.job_by_id(
     job_id pg_catalog.text,
     org_id pg_catalog.text,
@@ -182,37 +157,73 @@ CREATE FUNCTION apollo_jobs.job_by_id(
     created_at pg_catalog.timestamptz
 )
     STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 1
-    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+    LANGUAGE c AS 'MODULE_PATHNAME', 'job_by_id_wrapper';
 COMMENT ON FUNCTION apollo_jobs.job_by_id(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the job if it belongs to (org_id, project_id) and neither scope is soft-deleted; otherwise no row';
 "#,
-    requires = ["job_id_domains"]
-)]
-fn job_by_id(
-    job_id: Option<&[u8]>,
-    org_id: Option<&[u8]>,
-    project_id: Option<&[u8]>,
-) -> TableIterator<
-    'static,
-    (
-        name!(job_id, String),
-        name!(job_class, String),
-        name!(org_id, String),
-        name!(project_id, Option<String>),
-        name!(job_type, String),
-        name!(thermos_job_id, String),
-        name!(created_at, TimestampWithTimeZone),
-    ),
-> {
-    let job_id = utf8("job_id", job_id)
-        .or_raise()
-        .ok_or(JobError::NullArgument("job_id"))
+    name = "row_functions",
+    requires = ["job_id_domains"],
+);
+
+srf::finfo_v1!(pg_finfo_upsert_job_by_thermos_id_wrapper);
+
+/// Lookup-first get-or-create on the thermos workflow id; always one row.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager only.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn upsert_job_by_thermos_id_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: fcinfo is this call's; arguments are text (read as bytes).
+    let rows = unsafe { srf::Rows::begin(fcinfo) };
+    let arg = |n: usize| unsafe { pgrx::fcinfo::pg_getarg::<&[u8]>(fcinfo, n) };
+    let registration = args::registration(
+        utf8("thermos_job_id", arg(0)).or_raise(),
+        utf8("job_class", arg(1)).or_raise(),
+        utf8("org_id", arg(2)).or_raise(),
+        utf8("project_id", arg(3)).or_raise(),
+        utf8("job_type", arg(4)).or_raise(),
+    )
+    .or_raise();
+    let (job_id, created) = store::upsert(&registration).or_raise();
+    rows.put(&[job_id.into_datum(), created.into_datum()])
         .or_raise();
-    let org_id = utf8("org_id", org_id)
-        .or_raise()
-        .ok_or(JobError::NullArgument("org_id"))
+    srf::done()
+}
+
+srf::finfo_v1!(pg_finfo_job_by_id_wrapper);
+
+/// The job, only if it belongs to (org_id, project_id) and neither scope is
+/// soft-deleted; zero rows otherwise (including for a malformed job id).
+///
+/// # Safety
+/// Called by PostgreSQL's function manager only.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn job_by_id_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: fcinfo is this call's; arguments are text (read as bytes).
+    let rows = unsafe { srf::Rows::begin(fcinfo) };
+    let arg = |n: usize| unsafe { pgrx::fcinfo::pg_getarg::<&[u8]>(fcinfo, n) };
+    let required = |name, n| utf8(name, arg(n)).and_then(|v| v.ok_or(JobError::NullArgument(name)));
+    let job_id = required("job_id", 0).or_raise();
+    let org_id = required("org_id", 1).or_raise();
+    let project_id = utf8("project_id", arg(2)).or_raise();
+    if let Some(row) = store::job_by_id(job_id, org_id, project_id).or_raise() {
+        rows.put(&[
+            row.job_id.into_datum(),
+            row.job_class.into_datum(),
+            row.org_id.into_datum(),
+            row.project_id.into_datum(),
+            row.job_type.into_datum(),
+            row.thermos_job_id.into_datum(),
+            row.created_at.into_datum(),
+        ])
         .or_raise();
-    let project_id = utf8("project_id", project_id).or_raise();
-    TableIterator::new(store::job_by_id(job_id, org_id, project_id).or_raise())
+    }
+    srf::done()
 }
 
 /// Text argument bytes as UTF-8. In a UTF-8 database this never fails; in

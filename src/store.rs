@@ -1,10 +1,11 @@
 //! Reads and writes of `apollo_jobs.jobs` through SPI plans kept per backend.
 //!
-//! Why plans are kept: the hot path of the API is the re-post of a known
-//! workflow (the 409), which is one index probe; parsing and planning that
-//! probe on every call would cost more than the probe. Each plan is prepared
-//! once per backend, `keep()`-ed, and rebuilt only when the relation it reads
-//! is no longer the one it was prepared against (dropped and re-created).
+//! Why plans are kept: parsing and planning a one-row statement on every call
+//! would cost more than running it. Each plan is prepared once per backend,
+//! `keep()`-ed, and rebuilt only when the relation it reads is no longer the
+//! one it was prepared against (dropped and re-created). The hot path of the
+//! API, the re-post of a known workflow (the 409), does not reach SPI at all
+//! when the direct index probe in `probe.rs` can answer it.
 //!
 //! Why every operator is written `OPERATOR(pg_catalog.=)` and every type
 //! `pg_catalog.text`: a kept plan is re-analysed under the caller's
@@ -28,21 +29,22 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError, SpiTupleTable};
 use crate::args::Registration;
 use crate::error::JobError;
 use crate::id::{self, JobClass};
+use crate::probe::{self, Probed};
 
 /// Lookups before giving up on a row that keeps vanishing between a lost
 /// insert race and the re-read (a concurrent delete); ends in 40001.
 const RACE_ATTEMPTS: usize = 3;
 
 /// One row of `job_by_id`.
-pub type JobRow = (
-    name!(job_id, String),
-    name!(job_class, String),
-    name!(org_id, String),
-    name!(project_id, Option<String>),
-    name!(job_type, String),
-    name!(thermos_job_id, String),
-    name!(created_at, TimestampWithTimeZone),
-);
+pub struct JobRow {
+    pub job_id: String,
+    pub job_class: String,
+    pub org_id: String,
+    pub project_id: Option<String>,
+    pub job_type: String,
+    pub thermos_job_id: String,
+    pub created_at: TimestampWithTimeZone,
+}
 
 const LOOKUP_SQL: &CStr =
     c"SELECT j.job_id::pg_catalog.text, j.job_class, j.org_id, j.project_id, j.job_type \
@@ -69,27 +71,25 @@ struct GetterPlan(OwnedPreparedStatement);
 
 /// Plans prepared against one relation, rebuilt when its OID changes.
 struct PlanCache<T: 'static> {
-    relation: &'static CStr,
     slot: RefCell<Option<(pg_sys::Oid, Rc<T>)>>,
 }
 
 impl<T> PlanCache<T> {
-    const fn new(relation: &'static CStr) -> Self {
+    const fn new() -> Self {
         Self {
-            relation,
             slot: RefCell::new(None),
         }
     }
 
-    /// The plans for the current incarnation of the relation; 55000 if it
-    /// does not exist. Hands out an `Rc` so no borrow is held while a plan
-    /// runs (a nested call from a trigger re-enters safely).
+    /// The plans for relation `oid` (its current incarnation). Hands out an
+    /// `Rc` so no borrow is held while a plan runs (a nested call from a
+    /// trigger re-enters safely).
     fn get(
         &self,
+        oid: pg_sys::Oid,
         client: &SpiClient<'_>,
         prepare: fn(&SpiClient<'_>) -> Result<T, SpiError>,
     ) -> Result<Rc<T>, JobError> {
-        let oid = relation_oid(self.relation).ok_or(JobError::JobsTableMissing)?;
         if let Some((cached, plans)) = &*self.slot.borrow() {
             if *cached == oid {
                 return Ok(Rc::clone(plans));
@@ -102,8 +102,8 @@ impl<T> PlanCache<T> {
 }
 
 thread_local! {
-    static UPSERT: PlanCache<UpsertPlans> = const { PlanCache::new(c"jobs") };
-    static GETTER: PlanCache<GetterPlan> = const { PlanCache::new(c"visible_jobs") };
+    static UPSERT: PlanCache<UpsertPlans> = const { PlanCache::new() };
+    static GETTER: PlanCache<GetterPlan> = const { PlanCache::new() };
 }
 
 /// OID of `apollo_jobs.<relation>`, from the syscache (no SQL, no locks).
@@ -141,23 +141,34 @@ pub fn mint(class: JobClass) -> Result<String, JobError> {
     id::mint(class, pid).map_err(|e| JobError::EntropyUnavailable(e.0))
 }
 
-/// What a lookup by thermos id found.
-enum Found {
-    /// Registered with exactly these attributes: its job id.
-    Same(String),
-    /// Registered with other attributes (another scope or job type).
-    Different,
-}
-
 /// Lookup-first get-or-create. Returns (job id, created).
+///
+/// The lookup is a direct index probe when the probe can answer (see
+/// `probe.rs`), else the kept SPI plan; a probe that finds nothing goes
+/// straight to the INSERT. A lost insert race is re-read through SPI.
 pub fn upsert(reg: &Registration<'_>) -> Result<(String, bool), JobError> {
+    let table = relation_oid(c"jobs").ok_or(JobError::JobsTableMissing)?;
+    let probed = match relation_oid(c"jobs_thermos_job_id_key") {
+        // SAFETY: in a transaction; OIDs come from the catalog and are re-validated under lock.
+        Some(index) => unsafe { probe::lookup(table, index, reg) },
+        None => None,
+    };
+    let mut skip_lookup = false;
+    match probed {
+        Some(Probed::Same(job_id)) => return Ok((job_id, false)),
+        Some(Probed::Different) => return Err(JobError::ThermosIdTaken),
+        Some(Probed::Missing) => skip_lookup = true,
+        None => {}
+    }
     Spi::connect_mut(|client| {
-        let plans = UPSERT.with(|cache| cache.get(client, prepare_upsert))?;
+        let plans = UPSERT.with(|cache| cache.get(table, client, prepare_upsert))?;
         for _ in 0..RACE_ATTEMPTS {
-            match lookup(client, &plans, reg)? {
-                Some(Found::Same(job_id)) => return Ok((job_id, false)),
-                Some(Found::Different) => return Err(JobError::ThermosIdTaken),
-                None => {}
+            if !std::mem::take(&mut skip_lookup) {
+                match lookup(client, &plans, reg)? {
+                    Probed::Same(job_id) => return Ok((job_id, false)),
+                    Probed::Different => return Err(JobError::ThermosIdTaken),
+                    Probed::Missing => {}
+                }
             }
             let job_id = mint(reg.job_class)?;
             let args = [
@@ -181,11 +192,12 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(String, bool), JobError> {
     })
 }
 
+/// The SQL form of the lookup, for when the probe declines.
 fn lookup(
     client: &SpiClient<'_>,
     plans: &UpsertPlans,
     reg: &Registration<'_>,
-) -> Result<Option<Found>, JobError> {
+) -> Result<Probed, JobError> {
     let table = client
         .select(
             &plans.lookup,
@@ -194,18 +206,18 @@ fn lookup(
         )
         .map_err(spi_failed)?;
     if table.is_empty() {
-        return Ok(None);
+        return Ok(Probed::Missing);
     }
     let row = table.first();
     let same = column::<&str>(&row, 2)? == reg.job_class.as_str()
         && column::<&str>(&row, 3)? == reg.org_id
         && row.get::<&str>(4).map_err(spi_failed)? == reg.project_id
         && column::<&str>(&row, 5)? == reg.job_type;
-    Ok(Some(if same {
-        Found::Same(column::<String>(&row, 1)?)
+    Ok(if same {
+        Probed::Same(column::<String>(&row, 1)?)
     } else {
-        Found::Different
-    }))
+        Probed::Different
+    })
 }
 
 /// The job if it is visible to (org_id, project_id); `None` otherwise.
@@ -214,8 +226,9 @@ pub fn job_by_id(
     org_id: &str,
     project_id: Option<&str>,
 ) -> Result<Option<JobRow>, JobError> {
+    let view = relation_oid(c"visible_jobs").ok_or(JobError::JobsTableMissing)?;
     Spi::connect(|client| {
-        let plan = GETTER.with(|cache| cache.get(client, prepare_getter))?;
+        let plan = GETTER.with(|cache| cache.get(view, client, prepare_getter))?;
         if !id::is_valid(job_id.as_bytes()) {
             return Ok(None);
         }
@@ -229,15 +242,15 @@ pub fn job_by_id(
             return Ok(None);
         }
         let row = table.first();
-        Ok(Some((
-            column(&row, 1)?,
-            column(&row, 2)?,
-            column(&row, 3)?,
-            row.get(4).map_err(spi_failed)?,
-            column(&row, 5)?,
-            column(&row, 6)?,
-            column(&row, 7)?,
-        )))
+        Ok(Some(JobRow {
+            job_id: column(&row, 1)?,
+            job_class: column(&row, 2)?,
+            org_id: column(&row, 3)?,
+            project_id: row.get(4).map_err(spi_failed)?,
+            job_type: column(&row, 5)?,
+            thermos_job_id: column(&row, 6)?,
+            created_at: column(&row, 7)?,
+        }))
     })
 }
 
