@@ -60,12 +60,12 @@ pub fn scope(
         )
     };
     let key_name = text(key_arg, key)?;
-    attribute(relid, &name, key, key_name)?;
+    attribute(relid, name, key, key_name)?;
     let deleted = match deleted_column {
         None => None,
         Some(column) => {
             let column_name = text("deleted_column", column)?;
-            let attnum = attribute(relid, &name, column, column_name)?;
+            let attnum = attribute(relid, name, column, column_name)?;
             // SAFETY: syscache read of an attribute that exists.
             if unsafe { pg_sys::get_atttype(relid, attnum) } != pg_sys::BOOLOID {
                 return Err(JobError::NotBoolean {
@@ -80,7 +80,7 @@ pub fn scope(
         relation: format!(
             "{}.{}",
             quote_identifier(namespace),
-            quote_identifier(&name)
+            quote_identifier(name)
         ),
         key: quote_identifier(key_name),
         deleted,

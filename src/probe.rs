@@ -71,10 +71,9 @@ pub unsafe fn lookup(
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let heap = pg_sys::table_open(table, lock);
         let idx = pg_sys::index_open(index, lock);
-        let result = match attnums(heap).filter(|cols| index_fits(idx, table, cols[5])) {
-            None => None,
-            Some(cols) => Some(scan(heap, idx, &cols, reg)),
-        };
+        let result = attnums(heap)
+            .filter(|cols| index_fits(idx, table, cols[5]))
+            .map(|cols| scan(heap, idx, &cols, reg));
         // Locks are kept to the end of the transaction, as the executor does.
         pg_sys::index_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
         pg_sys::table_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);

@@ -7,6 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 # name | script (relative to tests/)
 STAGES=(
+  "lint|lint.sh"
   "pgrx|pgrx_test.sh"
   "pg_regress|pg_regress/run.sh"
   "dump_restore|dump_restore.sh"
@@ -24,7 +25,7 @@ for entry in "${STAGES[@]}"; do
   selected "$name" || continue
   # cargo pgrx test installs a debug build with the test schema; every later
   # stage tests the release build.
-  if [ "$name" != pgrx ] && [ $installed = no ]; then
+  if [ "$name" != pgrx ] && [ "$name" != lint ] && [ $installed = no ]; then
     echo "== installing the release build"
     install_extension
     installed=yes
