@@ -11,6 +11,9 @@ STAGES=(
   "pgrx|pgrx_test.sh"
   "pg_regress|pg_regress/run.sh"
   "dump_restore|dump_restore.sh"
+  "isolation|isolation/run.sh"
+  "stress|stress/run.sh"
+  "crash|crash/run.sh"
 )
 
 bash "$ROOT/tests/setup.sh"
