@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 STAGES=(
   "lint|lint.sh"
   "pgrx|pgrx_test.sh"
+  "schema|schema.sh"
   "pg_regress|pg_regress/run.sh"
   "dump_restore|dump_restore.sh"
   "isolation|isolation/run.sh"
