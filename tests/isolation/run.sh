@@ -25,7 +25,7 @@ if [ ! -x "$tester" ] || [ ! -x "$(dirname "$tester")/isolationtester" ]; then
   exit 1
 fi
 
-cluster_start isolation 5493 max_prepared_transactions=0
+cluster_start isolation 5493
 trap 'cluster_stop isolation' EXIT
 psql_q -d postgres -c "CREATE DATABASE $db"
 psql_q -d "$db" -f "$here/schema.sql" >/dev/null
@@ -48,6 +48,7 @@ if [ "${ACCEPT:-0}" = 1 ]; then
   exit 0
 fi
 if [ $status -ne 0 ]; then
+  [ $status -eq 124 ] && echo "isolation: timed out (a step waiting forever?)"
   echo "isolation: FAILED (exit $status); regression.diffs:"
   cat "$out/regression.diffs" 2>/dev/null || echo "(no regression.diffs)"
   echo "server log tail:"; tail -n 30 "$SCRATCH/isolation/server.log" 2>/dev/null || true
