@@ -77,11 +77,7 @@ pub fn scope(
         }
     };
     Ok(Some(Scope {
-        relation: format!(
-            "{}.{}",
-            quote_identifier(namespace),
-            quote_identifier(name)
-        ),
+        relation: format!("{}.{}", quote_identifier(namespace), quote_identifier(name)),
         key: quote_identifier(key_name),
         deleted,
     }))
