@@ -1,0 +1,45 @@
+'use strict';
+// Test helpers: scratch databases on the cluster in PGHOST/PGPORT (set by
+// tests/clients/run.sh), built from ../fixture/*.sql.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { Client, Pool } = require('pg');
+
+const FIXTURE = path.join(__dirname, '..', 'fixture');
+const fixture = (name) => fs.readFileSync(path.join(FIXTURE, name), 'utf8');
+
+async function withClient(config, fn) {
+  const client = new Client(config);
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Drops and re-creates `database` with the host tables and the extension, and the jobs table unless jobsTable is false. */
+async function freshDatabase(database, { jobsTable = true } = {}) {
+  await withClient({ user: 'postgres', database: 'postgres' }, async (c) => {
+    await c.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await c.query(`CREATE DATABASE ${database}`);
+  });
+  await withClient({ user: 'postgres', database }, async (c) => {
+    await c.query(fixture('host.sql'));
+    if (jobsTable) await c.query(fixture('jobs.sql'));
+  });
+}
+
+const pool = (user, database, max = 10) => new Pool({ user, database, max });
+
+/** Polls `probe` until it returns true (or throws after `ms`). */
+async function waitFor(probe, ms = 10000) {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+module.exports = { freshDatabase, withClient, pool, waitFor };

@@ -1,0 +1,24 @@
+-- The statements the API runs against apollo_jobs: the one copy of their text.
+-- node/sql.js (node-postgres) and python/jobs_api.py (psycopg) load this file,
+-- and node/prisma_doc.test.js checks that every $queryRaw in PRISMA.md sends
+-- exactly these statements. A statement starts after its "-- name: NAME"
+-- line (and the comment lines right below it) and ends before the next one.
+-- Parameters are PostgreSQL's own $1..$n, which node-postgres and psycopg's
+-- RawCursor pass through and a Prisma tagged template produces.
+-- job_id is of the domain apollo_jobs.job_id; PostgreSQL describes a domain
+-- column by its base type, so every client receives it as text.
+
+-- name: upsert_job
+-- POST /v1/jobs. One row: created = true -> 202 Accepted (a new job),
+-- created = false -> 409 Conflict (this workflow's job already exists; same id).
+SELECT u.job_id, u.created
+FROM apollo_jobs.upsert_job_by_thermos_id(
+    thermos_job_id => $1, job_class => $2, org_id => $3, project_id => $4, job_type => $5
+) AS u
+
+-- name: job_by_id
+-- GET /v1/jobs/:job_id. One row -> 200; no row -> 404 (another tenant's job,
+-- a soft-deleted org or project, an unknown or malformed id all look the same).
+SELECT j.job_id, j.job_class, j.org_id, j.project_id, j.job_type,
+       j.thermos_job_id, j.created_at
+FROM apollo_jobs.job_by_id(job_id => $1, org_id => $2, project_id => $3) AS j
