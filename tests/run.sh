@@ -15,6 +15,7 @@ STAGES=(
   "isolation|isolation/run.sh"
   "stress|stress/run.sh"
   "crash|crash/run.sh"
+  "clients|clients/run.sh"
 )
 
 bash "$ROOT/tests/setup.sh"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Stage "clients": apollo_jobs used by real clients, against a scratch cluster
+# on 127.0.0.1:5497 (and its unix socket) with the installed release build.
+#   liquibase  the DBA's migration (liquibase/changelog) applied and rolled
+#              back by the Liquibase that npm's liquibase@4.28.1 ships
+#   node       the API's create/poll endpoints over node-postgres, and the
+#              checks that PRISMA.md shows the same SQL, model and mapping
+#   python     the same endpoints over psycopg 3
+# Installs what it needs (idempotent): a Java runtime and Node.js if missing,
+# the pinned npm packages (npm ci from package-lock.json), the pinned Python
+# packages (python_env, tests/requirements.txt). Exits non-zero if any suite fails.
+source "$(dirname "$0")/../lib.sh"
+HERE="$ROOT/tests/clients"
+PORT=5497
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "clients: installing ${missing[*]}"
+  apt-get update -qq
+  # slim images lack the man directory the JRE's postinst links into
+  mkdir -p /usr/share/man/man1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_install nodejs npm
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 18 ] || { echo "clients: node $(node --version) is too old (need 18+)"; exit 1; }
+python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+echo "clients: $(java -version 2>&1 | head -1), node $(node --version), npm $(npm --version)"
+
+# npm ci wipes node_modules; skip it while the lockfile is unchanged.
+stamp="$HERE/node_modules/.package-lock.sha256"
+want=$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "clients: npm ci"
+  (cd "$HERE" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error)
+  echo "$want" >"$stamp"
+fi
+python_env
+
+cluster_start clients "$PORT"
+trap 'cluster_stop clients' EXIT
+export PGBIN
+export JAVA_OPTS="${JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
+
+results=(); failed=0
+suite() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "-- clients/$name"
+  if "$@"; then
+    results+=("$name ok ($((SECONDS - start))s)")
+  else
+    results+=("$name FAILED ($((SECONDS - start))s)"); failed=1
+  fi
+}
+
+cd "$HERE"
+suite liquibase node --test --test-reporter=spec liquibase/liquibase.test.js
+suite node node --test --test-reporter=spec node/jobs_api.test.js node/prisma_doc.test.js
+suite python bash -c 'cd python && python -m unittest -v test_jobs_api'
+
+for r in "${results[@]}"; do echo "clients: $r"; done
+exit $failed
