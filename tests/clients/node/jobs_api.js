@@ -151,8 +151,15 @@ function createServer(db, options = {}) {
           ? { status: 400, body: { error: 'invalid_argument', message: bad }, headers: {} }
           : await createJob(db, input, options);
       } else if (req.method === 'GET' && jobPath) {
-        response = await getJob(db, decodeURIComponent(jobPath[1]),
-          url.searchParams.get('org_id'), url.searchParams.get('project_id'));
+        let jobId = null;
+        try {
+          jobId = decodeURIComponent(jobPath[1]);
+        } catch {
+          // not even percent-encoding: no job has this id
+        }
+        response = jobId === null
+          ? { status: 404, body: { error: 'not_found' }, headers: {} }
+          : await getJob(db, jobId, url.searchParams.get('org_id'), url.searchParams.get('project_id'));
       } else {
         response = { status: 404, body: { error: 'no_route' }, headers: {} };
       }

@@ -126,6 +126,7 @@ describe('create and poll', () => {
     assert.equal((await get(api, 'oj_000000000000000000000', 'org_acme')).status, 404);
     assert.equal((await get(api, 'not-a-job-id', 'org_acme')).status, 404);
     assert.equal((await get(api, "'; DROP TABLE apollo_jobs.jobs; --", 'org_acme')).status, 404);
+    assert.equal((await call(api, 'GET', '/v1/jobs/%E0%A4%A?org_id=org_acme')).status, 404);
   });
 
   it('hides a job once its project is soft-deleted', async () => {
