@@ -1,0 +1,13 @@
+-- cold path, client-side get-or-create: lookup (misses), then INSERT ... ON
+-- CONFLICT DO NOTHING RETURNING: two round trips. The id is minted by the
+-- client (here: 'pj_00' || the 19-digit random thermos id, a valid job id),
+-- so the server does no minting work.
+\set t random(2000000000000000000, 9223372036854775807)
+\set n random(0, 9999)
+\set o 1000000 + :n % 1000
+\set p 2000000 + :n
+SELECT j.job_id, j.job_class, j.org_id, j.project_id, j.job_type
+  FROM apollo_jobs.jobs j WHERE j.thermos_job_id = :t;
+INSERT INTO apollo_jobs.jobs AS j (job_id, job_class, org_id, project_id, job_type, thermos_job_id)
+VALUES ('pj_00' || :t, 'project', :o, :p, 'batch_revoke', :t)
+ON CONFLICT (thermos_job_id) DO NOTHING RETURNING j.job_id;

@@ -1,0 +1,11 @@
+-- getter floor: the same read as a bare SELECT with the visible_jobs view's
+-- anti-joins (soft-deleted org / project) written out
+\set i 1000 * random(0, :rows / 1000 - 1) + 1
+\set k 1000000000000000000 + :i
+\set o 1000000 + :i % 1000
+\set p 2000000 + :i % 10000
+SELECT j.job_id, j.job_class, j.org_id, j.project_id, j.job_type, j.thermos_job_id, j.created_at
+  FROM apollo_jobs.jobs j
+ WHERE j.job_id = 'pj_00' || :k AND j.org_id = :o AND j.project_id = :p
+   AND NOT EXISTS (SELECT FROM public.orgs o WHERE o.nano_id = j.org_id AND o.deleted)
+   AND NOT EXISTS (SELECT FROM public.projects p WHERE p.nano_id = j.project_id AND p.deleted);

@@ -1,0 +1,6 @@
+-- getter, proposed inlinable SQL job_by_id (tests/bench/proposal.sql)
+\set i 1000 * random(0, :rows / 1000 - 1) + 1
+\set k 1000000000000000000 + :i
+\set o 1000000 + :i % 1000
+\set p 2000000 + :i % 10000
+SELECT * FROM bench_proposal.job_by_id('pj_00' || :k, :o, :p);

@@ -1,0 +1,6 @@
+-- hot path, extension: the re-post of a registered workflow (the 409)
+\set i 2 * random(0, (:rows - 1) / 2) + 1
+\set t 1000000000000000000 + :i
+\set o 1000000 + :i % 1000
+\set p 2000000 + :i % 10000
+SELECT * FROM apollo_jobs.upsert_job_by_thermos_id(:t, 'project', :o, :p, 'batch_revoke');
