@@ -211,18 +211,7 @@ pub unsafe extern "C-unwind" fn job_by_id_wrapper(
     let job_id = required("job_id", 0).or_raise();
     let org_id = required("org_id", 1).or_raise();
     let project_id = utf8("project_id", arg(2)).or_raise();
-    if let Some(row) = store::job_by_id(job_id, org_id, project_id).or_raise() {
-        rows.put(&[
-            row.job_id.into_datum(),
-            row.job_class.into_datum(),
-            row.org_id.into_datum(),
-            row.project_id.into_datum(),
-            row.job_type.into_datum(),
-            row.thermos_job_id.into_datum(),
-            row.created_at.into_datum(),
-        ])
-        .or_raise();
-    }
+    store::job_by_id(job_id, org_id, project_id, &rows).or_raise();
     srf::done()
 }
 

@@ -65,6 +65,38 @@ impl Rows {
     }
 }
 
+impl Rows {
+    /// Appends `tuple`, whose descriptor `desc` must match the expected
+    /// result column for column (same count, same types).
+    ///
+    /// # Safety
+    /// `desc` and `tuple` must be valid (e.g. SPI's current result).
+    pub unsafe fn put_tuple(
+        &self,
+        desc: pg_sys::TupleDesc,
+        tuple: pg_sys::HeapTuple,
+    ) -> Result<(), JobError> {
+        unsafe {
+            let want = (*self.rsinfo).setDesc;
+            let n = (*want).natts as usize;
+            let same_shape = (*desc).natts as usize == n
+                && (*desc)
+                    .attrs
+                    .as_slice(n)
+                    .iter()
+                    .zip((*want).attrs.as_slice(n))
+                    .all(|(got, want)| got.atttypid == want.atttypid);
+            if !same_shape {
+                return Err(JobError::Internal(
+                    "the getter's statement does not match the result columns".into(),
+                ));
+            }
+            pg_sys::tuplestore_puttuple((*self.rsinfo).setResult, tuple);
+        }
+        Ok(())
+    }
+}
+
 /// The return value of a materialize-mode call (ignored by the executor).
 pub fn done() -> pg_sys::Datum {
     pg_sys::Datum::from(0usize)

@@ -30,21 +30,11 @@ use crate::args::Registration;
 use crate::error::JobError;
 use crate::id::{self, JobClass};
 use crate::probe::{self, Probed};
+use crate::srf::Rows;
 
 /// Lookups before giving up on a row that keeps vanishing between a lost
 /// insert race and the re-read (a concurrent delete); ends in 40001.
 const RACE_ATTEMPTS: usize = 3;
-
-/// One row of `job_by_id`.
-pub struct JobRow {
-    pub job_id: String,
-    pub job_class: String,
-    pub org_id: String,
-    pub project_id: Option<String>,
-    pub job_type: String,
-    pub thermos_job_id: String,
-    pub created_at: TimestampWithTimeZone,
-}
 
 const LOOKUP_SQL: &CStr =
     c"SELECT j.job_id::pg_catalog.text, j.job_class, j.org_id, j.project_id, j.job_type \
@@ -55,8 +45,8 @@ const INSERT_SQL: &CStr = c"INSERT INTO apollo_jobs.jobs \
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thermos_job_id) DO NOTHING";
 
 const GETTER_SQL: &CStr =
-    c"SELECT v.job_id::pg_catalog.text, v.job_class, v.org_id, v.project_id, \
-    v.job_type, v.thermos_job_id, v.created_at FROM apollo_jobs.visible_jobs v \
+    c"SELECT v.job_id, v.job_class, v.org_id, v.project_id, v.job_type, v.thermos_job_id, \
+    v.created_at FROM apollo_jobs.visible_jobs v \
     WHERE v.job_id OPERATOR(pg_catalog.=) $1 AND v.org_id OPERATOR(pg_catalog.=) $2 \
     AND (v.project_id OPERATOR(pg_catalog.=) $3 OR (v.project_id IS NULL AND $3 IS NULL))";
 
@@ -225,32 +215,35 @@ pub fn job_by_id(
     job_id: &str,
     org_id: &str,
     project_id: Option<&str>,
-) -> Result<Option<JobRow>, JobError> {
+    rows: &Rows,
+) -> Result<(), JobError> {
     let view = relation_oid(c"visible_jobs").ok_or(JobError::JobsTableMissing)?;
     Spi::connect(|client| {
         let plan = GETTER.with(|cache| cache.get(view, client, prepare_getter))?;
         if !id::is_valid(job_id.as_bytes()) {
-            return Ok(None);
+            return Ok(());
         }
         let args = [
             DatumWithOid::from(job_id),
             DatumWithOid::from(org_id),
             DatumWithOid::from(project_id),
         ];
-        let table = client.select(&plan.0, Some(1), &args).map_err(spi_failed)?;
-        if table.is_empty() {
-            return Ok(None);
+        let found = client
+            .select(&plan.0, Some(1), &args)
+            .map_err(spi_failed)?
+            .len();
+        if found == 0 {
+            return Ok(());
         }
-        let row = table.first();
-        Ok(Some(JobRow {
-            job_id: column(&row, 1)?,
-            job_class: column(&row, 2)?,
-            org_id: column(&row, 3)?,
-            project_id: row.get(4).map_err(spi_failed)?,
-            job_type: column(&row, 5)?,
-            thermos_job_id: column(&row, 6)?,
-            created_at: column(&row, 7)?,
-        }))
+        // The statement's columns are the function's result columns, type
+        // for type: hand SPI's tuple to the result set as it is, instead of
+        // decoding and re-encoding seven columns.
+        // SAFETY: SPI_tuptable holds the result of the statement just run,
+        // valid until the next SPI call or SPI_finish.
+        unsafe {
+            let table = pg_sys::SPI_tuptable;
+            rows.put_tuple((*table).tupdesc, *(*table).vals)
+        }
     })
 }
 
