@@ -8,8 +8,9 @@
 # PASS/MISS, and the on-disk bytes per row and per index entry.
 #
 # Alongside tps it records the server CPU per transaction (the backends'
-# user+system time over the transactions they ran), which other load on the
-# machine barely moves, and judges each goal on both.
+# user+system time over the transactions they ran, in a window inside each
+# run: see cpu.sh), which other load on the machine barely moves, and judges
+# each goal on both.
 #
 # Files: schema.sql (host tables, extension, jobs table), peer.sql (the
 # PL/pgSQL peer), proposal.sql (a proposed inlinable getter, measured as an
@@ -18,9 +19,9 @@
 # one variant on a cluster kept with BENCH_KEEP=1.
 #
 # Knobs (environment):
-#   BENCH_QUICK=1            smoke run: 3 rounds of 2 s, 200k-row large table
+#   BENCH_QUICK=1            smoke run: 3 rounds of 3 s, 200k-row large table
 #   BENCH_ROUNDS=N           rounds (default 5; quick 3)
-#   BENCH_SECONDS=N          seconds per pgbench run (default 8; quick 2)
+#   BENCH_SECONDS=N          seconds per pgbench run (default 8; quick 3; >= 3 for CPU figures)
 #   BENCH_WARMUP=N           seconds of unrecorded warm-up per variant (default 2; quick 1)
 #   BENCH_LARGE_ROWS=N       large table rows (default 10000000; quick 200000)
 #   BENCH_SMALL_ROWS=N       small table rows (default 10000)
@@ -41,7 +42,7 @@ source "$(dirname "$0")/../lib.sh"
 BENCH=$ROOT/tests/bench
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  ROUNDS=${BENCH_ROUNDS:-3}; SECONDS_PER_RUN=${BENCH_SECONDS:-2}; WARMUP=${BENCH_WARMUP:-1}
+  ROUNDS=${BENCH_ROUNDS:-3}; SECONDS_PER_RUN=${BENCH_SECONDS:-3}; WARMUP=${BENCH_WARMUP:-1}
   LARGE=${BENCH_LARGE_ROWS:-200000}
 else
   ROUNDS=${BENCH_ROUNDS:-5}; SECONDS_PER_RUN=${BENCH_SECONDS:-8}; WARMUP=${BENCH_WARMUP:-2}
@@ -194,34 +195,14 @@ declare -A GROUP=(
   [cold]="cold_ext cold_peer cold_client"
 )
 
-# Server CPU per transaction: the postmaster's cutime+cstime (CPU of the
-# children it has reaped) before and after a run whose backends have all
-# exited, divided by the transactions processed. Unlike tps, this hardly moves
-# when other processes compete for the cores, and it leaves out the client.
-PM=$(head -1 "$SCRATCH/bench/data/postmaster.pid")
-TICK=$(getconf CLK_TCK)
-settle() {  # until no benchmark backend is alive or unreaped
-  local i
-  for ((i = 0; i < 400; i++)); do
-    ps --ppid "$PM" -o stat=,args= | grep -qE '^Z|apollo_bench_' || return 0
-    sleep 0.05
-  done
-}
-reaped_cpu() { awk '{ print $16 + $17 }' "/proc/$PM/stat"; }
+# shellcheck source=cpu.sh
+source "$BENCH/cpu.sh"
+PGDATA_DIR=$SCRATCH/bench/data
 
-pgb() {  # pgb VARIANT SECONDS -> "tps cpu_us_per_transaction" on stdout
-  local script db rows log=$OUT/pgbench.log tps txns c0 c1
+pgb() {  # pgb VARIANT SECONDS -> "tps cpu_us_per_transaction window_seconds"
+  local script db rows
   read -r script db rows <<<"${VARIANT[$1]}"
-  settle; c0=$(reaped_cpu)
-  if ! "$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$2" -D rows="$rows" \
-        -f "$BENCH/scripts/$script.sql" "$db" >"$log" 2>&1 || grep -q aborted "$log"; then
-    cat "$log" >&2; die "pgbench $1 failed"
-  fi
-  settle; c1=$(reaped_cpu)
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log")
-  txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")
-  [ -n "$tps" ] && [ -n "$txns" ] && [ "$txns" -gt 0 ] || { cat "$log" >&2; die "no tps from pgbench $1"; }
-  echo "$tps $(awk -v d=$((c1 - c0)) -v t="$TICK" -v n="$txns" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')"
+  run_pgbench "$1" "$2" "$db" "$rows" "$BENCH/scripts/$script.sql"
 }
 
 for g in hot get mint cold; do
@@ -233,7 +214,7 @@ for g in hot get mint cold; do
     line="$g round $r/$ROUNDS:"
     for ((k = 0; k < ${#vs[@]}; k++)); do
       v=${vs[$(( (k + r - 1) % ${#vs[@]} ))]}
-      read -r tps cpu <<<"$(pgb "$v" "$SECONDS_PER_RUN")"
+      read -r tps cpu _ <<<"$(pgb "$v" "$SECONDS_PER_RUN")"
       printf '%s\t%s\t%s\t%s\n' "$v" "$r" "$tps" "$cpu" >>"$RUNS"
       line+=" $v=$(printf '%.0f' "$tps")/${cpu}us"
     done
@@ -243,7 +224,7 @@ done
 
 # --- results ------------------------------------------------------------------
 median() {  # median VARIANT [COLUMN: 3 = tps (default), 4 = server CPU us per transaction]
-  awk -F'\t' -v v="$1" -v c="${2:-3}" '$1 == v { print $c }' "$RUNS" | sort -g |
+  awk -F'\t' -v v="$1" -v c="${2:-3}" '$1 == v && $c != "nan" { print $c }' "$RUNS" | sort -g |
     awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 paired() {  # paired A B -> "min-max" of the per-round tps(A)/tps(B)
@@ -271,25 +252,28 @@ div() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
        "order rotating per round; pgbench -M prepared -c $CLIENTS -j $CLIENTS; large table $LARGE rows, small $SMALL rows." \
        "$(nproc) cores; load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end."
   echo
-  echo "tps: median over rounds. CPU: median server CPU microseconds per transaction (backends' user+system" \
-       "time / transactions; excludes pgbench, barely moved by other load on the machine). Ratios are A/B" \
+  echo "tps: median over rounds. CPU: median server CPU microseconds per transaction (the serving backends'" \
+       "user+system time over the transactions of a whole-second window inside each run; excludes pgbench," \
+       "barely moved by other load on the machine). Ratios are A/B" \
        "in throughput terms: tps(A)/tps(B), and cpu(B)/cpu(A) for the CPU column. The goal is judged on" \
        "tps (the stated metric); 'by CPU' applies the same goal to the CPU ratio."
   echo
   echo "| figure | A tps | B tps | A/B tps | per-round A/B | A CPU us | B CPU us | A/B by CPU | goal | result | by CPU |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"
   row() {  # row LABEL A B OP GOAL [latency]: "latency" reports B over A (a latency ratio)
-    local label=$1 a=$2 b=$3 op=$4 goal=$5 lat=${6:-} ta tb ca cb rt rc pr
+    local label=$1 a=$2 b=$3 op=$4 goal=$5 lat=${6:-} ta tb ca cb rt rc="" pr
     ta=$(median "$a"); tb=$(median "$b"); ca=$(median "$a" 4); cb=$(median "$b" 4)
     if [ -z "$ta" ] || [ -z "$tb" ]; then
       echo "| $label | $(fmt0 "$ta") | $(fmt0 "$tb") | n/a | | | | | ${op:+$op $goal} | not run | |"; return
     fi
     if [ -n "$lat" ]; then
-      rt=$(div "$tb" "$ta"); rc=$(div "$ca" "$cb"); pr=$(paired "$b" "$a")
+      rt=$(div "$tb" "$ta"); pr=$(paired "$b" "$a")
+      [ -n "$ca" ] && [ -n "$cb" ] && rc=$(div "$ca" "$cb")
     else
-      rt=$(div "$ta" "$tb"); rc=$(div "$cb" "$ca"); pr=$(paired "$a" "$b")
+      rt=$(div "$ta" "$tb"); pr=$(paired "$a" "$b")
+      [ -n "$ca" ] && [ -n "$cb" ] && rc=$(div "$cb" "$ca")
     fi
-    echo "| $label | $(fmt0 "$ta") | $(fmt0 "$tb") | $rt | $pr | $(fmt1 "$ca") | $(fmt1 "$cb") | $rc | ${op:+$op $goal} | $(verdict "$rt" "$op" "$goal") | $( [ -n "$op" ] && verdict "$rc" "$op" "$goal") |"
+    echo "| $label | $(fmt0 "$ta") | $(fmt0 "$tb") | $rt | $pr | $(fmt1 "$ca") | $(fmt1 "$cb") | ${rc:-n/a} | ${op:+$op $goal} | $(verdict "$rt" "$op" "$goal") | $( [ -n "$op" ] && [ -n "$rc" ] && verdict "$rc" "$op" "$goal") |"
   }
   row "hot upsert, $LARGE rows: ext / PL/pgSQL peer" hot_ext hot_peer ">=" 1.3
   row "hot upsert, $LARGE rows: ext / bare lookup (floor)" hot_ext hot_floor ">=" 0.8

@@ -5,9 +5,9 @@
 #   BENCH_KEEP=1 BENCH_ONLY=none BENCH_QUICK=1 BENCH_LARGE_ROWS=1000000 bash tests/bench/run.sh
 #   bash tests/bench/profile.sh hot_ext          # or hot_floor, get_ext, cold_ext, ...
 #
-# Runs pgbench (as bench.sh does) and, after a second of warm-up, samples both
-# backends with `perf record -e cpu-clock --call-graph dwarf` for SECONDS
-# (default 6). Prints the server CPU per transaction, then where it goes
+# Runs pgbench (as bench.sh does) and samples both backends with
+# `perf record -e cpu-clock --call-graph dwarf` over the run's CPU window
+# (about SECONDS, default 6). Prints the server CPU per transaction, then where it goes
 # (perf_breakdown.py), then the top symbols. Needs perf (linux-perf) and a
 # kernel that allows it (perf_event_paranoid <= 2 as root is enough).
 source "$(dirname "$0")/../lib.sh"
@@ -24,22 +24,16 @@ case $variant in
   *) db=apollo_bench_large rows=$LARGE ;;
 esac
 script=${variant%_small}
-out=$SCRATCH/bench-out/profile-$variant; mkdir -p "$(dirname "$out")"
-PM=$(head -1 "$SCRATCH/bench/data/postmaster.pid")
-cpu() { awk '{ print $16 + $17 }' "/proc/$PM/stat"; }
-
-c0=$(cpu)
-"$PGBIN/pgbench" -n -M prepared -c 2 -j 2 -T $((secs + 3)) -D rows="$rows" -f "$BENCH/scripts/$script.sql" "$db" >"$out.pgbench" 2>&1 &
-bench=$!
-sleep 1.5
-pids=$("$PGBIN/psql" -X -At -d postgres -c "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE application_name = 'pgbench'")
-perf record -q -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$pids" -o "$out.data" -- sleep "$secs" >/dev/null 2>&1
-wait $bench
-sleep 0.5
-c1=$(cpu)
-txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out.pgbench")
-us=$(awk -v d=$((c1 - c0)) -v t="$(getconf CLK_TCK)" -v n="$txns" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
-echo "$variant on $db ($rows rows): $(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out.pgbench") tps, $us us server CPU per transaction (perf attached for ${secs}s of it)"
+OUT=$SCRATCH/bench-out; CLIENTS=2; PGDATA_DIR=$SCRATCH/bench/data
+die() { echo "profile: ERROR: $*" >&2; exit 1; }
+# shellcheck source=cpu.sh
+source "$BENCH/cpu.sh"
+out=$OUT/profile-$variant
+# perf samples the backends for the whole CPU window of the run (see cpu.sh).
+hook='perf record -q -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$(echo $pids | tr " " ,)" -o "$out.data" -- sleep $((e - s)) >/dev/null 2>&1 &'
+read -r tps us window <<<"$(run_pgbench "$variant" $((secs + 2)) "$db" "$rows" "$BENCH/scripts/$script.sql" "$hook")"
+sleep 1
+echo "$variant on $db ($rows rows): $tps tps, $us us server CPU per transaction over ${window}s (perf attached, so both are somewhat worse than in bench.sh)"
 echo
 perf script -i "$out.data" 2>/dev/null >"$out.txt"
 python3 "$BENCH/perf_breakdown.py" "$out.txt" "$us"
