@@ -177,6 +177,7 @@ declare -A VARIANT=(
   [hot_floor]="hot_floor $DB_LARGE $LARGE"
   [hot_client]="hot_client $DB_LARGE $LARGE"
   [hot_ext_small]="hot_ext $DB_SMALL $SMALL"
+  [hot_floor_small]="hot_floor $DB_SMALL $SMALL"
   [get_ext]="get_ext $DB_LARGE $LARGE"
   [get_bare]="get_bare $DB_LARGE $LARGE"
   [get_proposal]="get_proposal $DB_LARGE $LARGE"
@@ -189,7 +190,7 @@ declare -A VARIANT=(
 )
 # Groups in this order; cold runs last because they grow the large table.
 declare -A GROUP=(
-  [hot]="hot_ext hot_peer hot_floor hot_client hot_ext_small"
+  [hot]="hot_ext hot_peer hot_floor hot_client hot_ext_small hot_floor_small"
   [get]="get_ext get_bare get_proposal"
   [mint]="mint_ext mint_peer mint_uuid"
   [cold]="cold_ext cold_peer cold_client"
@@ -285,12 +286,13 @@ div() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
   row "getter, $LARGE rows: ext job_by_id / bare SELECT with the view's anti-joins" get_ext get_bare ">=" 0.8
   row "getter, $LARGE rows: proposed inlinable SQL job_by_id (proposal.sql) / bare SELECT" get_proposal get_bare "" ""
   row "hot upsert latency, ext: $LARGE rows (A) over $SMALL rows (B)" hot_ext hot_ext_small "<=" 1.3 latency
+  row "bare lookup latency (floor): $LARGE rows (A) over $SMALL rows (B)" hot_floor hot_floor_small "" "" latency
   echo
   echo "Every variant:"
   echo
   echo "| variant | median tps | median server CPU us/tx | runs: tps (in round order) |"
   echo "|---|---:|---:|---|"
-  for v in hot_ext hot_peer hot_floor hot_client hot_ext_small get_ext get_bare get_proposal mint_ext mint_peer mint_uuid cold_ext cold_peer cold_client; do
+  for v in hot_ext hot_peer hot_floor hot_client hot_ext_small hot_floor_small get_ext get_bare get_proposal mint_ext mint_peer mint_uuid cold_ext cold_peer cold_client; do
     m=$(median "$v"); [ -n "$m" ] || continue
     echo "| $v | $(fmt0 "$m") | $(fmt1 "$(median "$v" 4)") | $(awk -F'\t' -v v="$v" '$1 == v { printf "%s%.0f", (n++ ? " " : ""), $3 }' "$RUNS") |"
   done

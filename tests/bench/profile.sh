@@ -20,7 +20,7 @@ export PGHOST=$SCRATCH/bench PGPORT=$PORT PGUSER=postgres
 command -v perf >/dev/null || { echo "perf not found (apt-get install -y linux-perf)" >&2; exit 1; }
 source "$SCRATCH/bench-out/rows.env"   # the row counts bench.sh loaded
 case $variant in
-  hot_ext_small|mint_*) db=apollo_bench_small rows=$SMALL ;;
+  *_small|mint_*) db=apollo_bench_small rows=$SMALL ;;
   *) db=apollo_bench_large rows=$LARGE ;;
 esac
 script=${variant%_small}
