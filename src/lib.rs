@@ -175,15 +175,15 @@ srf::finfo_v1!(pg_finfo_upsert_job_by_thermos_id_wrapper);
 pub unsafe extern "C-unwind" fn upsert_job_by_thermos_id_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: fcinfo is this call's; arguments are text (read as bytes).
+    // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
-    let arg = |n: usize| unsafe { pgrx::fcinfo::pg_getarg::<&[u8]>(fcinfo, n) };
+    let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
     let registration = args::registration(
-        utf8("thermos_job_id", arg(0)).or_raise(),
-        utf8("job_class", arg(1)).or_raise(),
-        utf8("org_id", arg(2)).or_raise(),
-        utf8("project_id", arg(3)).or_raise(),
-        utf8("job_type", arg(4)).or_raise(),
+        arg("thermos_job_id", 0),
+        arg("job_class", 1),
+        arg("org_id", 2),
+        arg("project_id", 3),
+        arg("job_type", 4),
     )
     .or_raise();
     let (job_id, created) = store::upsert(&registration).or_raise();
@@ -204,13 +204,13 @@ srf::finfo_v1!(pg_finfo_job_by_id_wrapper);
 pub unsafe extern "C-unwind" fn job_by_id_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: fcinfo is this call's; arguments are text (read as bytes).
+    // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
-    let arg = |n: usize| unsafe { pgrx::fcinfo::pg_getarg::<&[u8]>(fcinfo, n) };
-    let required = |name, n| utf8(name, arg(n)).and_then(|v| v.ok_or(JobError::NullArgument(name)));
-    let job_id = required("job_id", 0).or_raise();
-    let org_id = required("org_id", 1).or_raise();
-    let project_id = utf8("project_id", arg(2)).or_raise();
+    let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
+    let required = |name, n| arg(name, n).ok_or(JobError::NullArgument(name)).or_raise();
+    let job_id = required("job_id", 0);
+    let org_id = required("org_id", 1);
+    let project_id = arg("project_id", 2);
     store::job_by_id(job_id, org_id, project_id, &rows).or_raise();
     srf::done()
 }
@@ -221,6 +221,22 @@ fn utf8<'a>(arg: &'static str, bytes: Option<&'a [u8]>) -> Result<Option<&'a str
     bytes
         .map(|b| std::str::from_utf8(b).map_err(|_| JobError::NotUtf8(arg)))
         .transpose()
+}
+
+/// Text argument `n` of a hand-declared function, as UTF-8 (`name` is for
+/// the error message).
+///
+/// # Safety
+/// `fcinfo` must be the current call's, and argument `n` of type text.
+unsafe fn text_arg<'a>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    name: &'static str,
+    n: usize,
+) -> Result<Option<&'a str>, JobError> {
+    // SAFETY: per this function's contract; a text datum is read as its bytes.
+    utf8(name, unsafe {
+        pgrx::fcinfo::pg_getarg::<&'a [u8]>(fcinfo, n)
+    })
 }
 
 /// Required by `cargo pgrx test`.
