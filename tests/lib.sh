@@ -63,3 +63,22 @@ python_env() {
   fi
   export PATH="$venv/bin:$PATH"
 }
+
+# regress_result LABEL STATUS HERE OUT NAME...: after a pg_regress-style run
+# with --inputdir=HERE --outputdir=OUT, either accept the results as the new
+# expected output (ACCEPT=1; exits 0) or, on failure, print the diffs.
+# Returns STATUS.
+regress_result() {
+  local label=$1 status=$2 here=$3 out=$4; shift 4
+  if [ "${ACCEPT:-0}" = 1 ]; then
+    local name
+    for name in "$@"; do cp "$out/results/$name.out" "$here/expected/$name.out"; done
+    echo "$label: expected output updated from this run"
+    exit 0
+  fi
+  if [ "$status" -ne 0 ]; then
+    echo "$label: FAILED (exit $status); regression.diffs:"
+    cat "$out/regression.diffs" 2>/dev/null || echo "(no regression.diffs)"
+  fi
+  return "$status"
+}

@@ -42,15 +42,8 @@ timeout 300 "$tester" --use-existing \
   --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="$db" \
   "${SPECS[@]}" || status=$?
 
-if [ "${ACCEPT:-0}" = 1 ]; then
-  for s in "${SPECS[@]}"; do cp "$out/results/$s.out" "$here/expected/$s.out"; done
-  echo "isolation: expected output updated from this run"
-  exit 0
-fi
-if [ $status -ne 0 ]; then
-  [ $status -eq 124 ] && echo "isolation: timed out (a step waiting forever?)"
-  echo "isolation: FAILED (exit $status); regression.diffs:"
-  cat "$out/regression.diffs" 2>/dev/null || echo "(no regression.diffs)"
+[ $status -eq 124 ] && echo "isolation: timed out (a step waiting forever?)"
+if ! regress_result isolation $status "$here" "$out" "${SPECS[@]}"; then
   echo "server log tail:"; tail -n 30 "$SCRATCH/isolation/server.log" 2>/dev/null || true
+  exit $status
 fi
-exit $status

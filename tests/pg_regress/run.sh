@@ -15,12 +15,4 @@ status=0
   --inputdir="$here" --outputdir="$out" --bindir="$PGBIN" \
   --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=apollo_jobs_regress \
   "${TESTS[@]}" || status=$?
-if [ "${ACCEPT:-0}" = 1 ]; then
-  for t in "${TESTS[@]}"; do cp "$out/results/$t.out" "$here/expected/$t.out"; done
-  echo "pg_regress: expected output updated from this run"
-  exit 0
-fi
-if [ $status -ne 0 ]; then
-  cat "$out/regression.diffs" 2>/dev/null || true
-fi
-exit $status
+regress_result pg_regress $status "$here" "$out" "${TESTS[@]}"
