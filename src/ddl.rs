@@ -24,7 +24,7 @@ use pgrx::spi::quote_identifier;
 
 use crate::args::{JOB_TYPE_MAX, SCOPE_ID_MAX, THERMOS_ID_MAX};
 use crate::error::JobError;
-use crate::store::relation_oid;
+use crate::oids::relation_oid;
 
 /// A host table that jobs are scoped to, with its names already quoted.
 pub struct Scope {

@@ -16,9 +16,11 @@ mod args;
 mod ddl;
 mod error;
 mod id;
+mod oids;
 mod probe;
 mod srf;
 mod store;
+mod text;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
@@ -235,7 +237,7 @@ unsafe fn text_arg<'a>(
 ) -> Result<Option<&'a str>, JobError> {
     // SAFETY: per this function's contract; a text datum is read as its bytes.
     utf8(name, unsafe {
-        pgrx::fcinfo::pg_getarg::<&'a [u8]>(fcinfo, n)
+        pgrx::fcinfo::pg_getarg_datum(fcinfo, n).map(|datum| text::bytes(datum))
     })
 }
 

@@ -21,9 +21,9 @@
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
-use pgrx::varlena::varlena_to_byte_slice;
 
 use crate::args::Registration;
+use crate::text;
 
 /// Columns the probe reads, by name (attribute numbers are looked up in the
 /// table's current descriptor, so a rewritten table cannot mislead it).
@@ -157,10 +157,7 @@ unsafe fn scan(
                 if *(*slot).tts_isnull.add(i) {
                     None
                 } else {
-                    let datum = *(*slot).tts_values.add(i);
-                    Some(varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(
-                        datum.cast_mut_ptr(),
-                    )))
+                    Some(text::bytes(*(*slot).tts_values.add(i)))
                 }
             };
             let same = value(cols[1]) == Some(reg.job_class.as_str().as_bytes())

@@ -29,6 +29,7 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError, SpiTupleTable};
 use crate::args::Registration;
 use crate::error::JobError;
 use crate::id::{self, JobClass};
+use crate::oids;
 use crate::probe::{self, Probed};
 use crate::srf::Rows;
 
@@ -96,19 +97,6 @@ thread_local! {
     static GETTER: PlanCache<GetterPlan> = const { PlanCache::new() };
 }
 
-/// OID of `apollo_jobs.<relation>`, from the syscache (no SQL, no locks).
-pub(crate) fn relation_oid(relation: &CStr) -> Option<pg_sys::Oid> {
-    // SAFETY: both lookups take NUL-terminated names and only read the catalog caches.
-    let oid = unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"apollo_jobs".as_ptr(), true);
-        if namespace == pg_sys::InvalidOid {
-            return None;
-        }
-        pg_sys::get_relname_relid(relation.as_ptr(), namespace)
-    };
-    (oid != pg_sys::InvalidOid).then_some(oid)
-}
-
 fn spi_failed(e: SpiError) -> JobError {
     JobError::Internal(format!("SPI failed: {e}"))
 }
@@ -137,8 +125,9 @@ pub fn mint(class: JobClass) -> Result<String, JobError> {
 /// `probe.rs`), else the kept SPI plan; a probe that finds nothing goes
 /// straight to the INSERT. A lost insert race is re-read through SPI.
 pub fn upsert(reg: &Registration<'_>) -> Result<(String, bool), JobError> {
-    let table = relation_oid(c"jobs").ok_or(JobError::JobsTableMissing)?;
-    let probed = match relation_oid(c"jobs_thermos_job_id_key") {
+    let oids = oids::get();
+    let table = oids.jobs.ok_or(JobError::JobsTableMissing)?;
+    let probed = match oids.thermos_index {
         // SAFETY: in a transaction; OIDs come from the catalog and are re-validated under lock.
         Some(index) => unsafe { probe::lookup(table, index, reg) },
         None => None,
@@ -217,7 +206,7 @@ pub fn job_by_id(
     project_id: Option<&str>,
     rows: &Rows,
 ) -> Result<(), JobError> {
-    let view = relation_oid(c"visible_jobs").ok_or(JobError::JobsTableMissing)?;
+    let view = oids::get().visible_jobs.ok_or(JobError::JobsTableMissing)?;
     Spi::connect(|client| {
         let plan = GETTER.with(|cache| cache.get(view, client, prepare_getter))?;
         if !id::is_valid(job_id.as_bytes()) {

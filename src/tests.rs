@@ -456,6 +456,106 @@ mod tests {
         assert_eq!(visible, 1);
     }
 
+    /// The relation OIDs kept per backend follow renames: a renamed table is
+    /// a missing table, and renaming it back brings its rows back.
+    #[pg_test]
+    fn kept_oids_follow_renames() {
+        host();
+        let (id, _) = upsert("wf-1", "org", "o1", None);
+        run("ALTER TABLE apollo_jobs.jobs RENAME TO jobs_away");
+        assert_eq!(sqlstate("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-1', 'org', 'o1', NULL, 't')"), "55000");
+        run("ALTER TABLE apollo_jobs.jobs_away RENAME TO jobs");
+        assert_eq!(upsert("wf-1", "org", "o1", None), (id.clone(), false));
+        run("ALTER INDEX apollo_jobs.jobs_thermos_job_id_key RENAME TO thermos_away");
+        assert_eq!(
+            upsert("wf-1", "org", "o1", None),
+            (id, false),
+            "the SQL path answers"
+        );
+    }
+
+    /// The direct probe reads only the index `create_jobs_table()` made: an
+    /// index of the same name on another column sends the call down the SQL
+    /// path (which finds the row), instead of probing the wrong key.
+    #[pg_test]
+    fn probe_declines_an_index_it_does_not_know() {
+        host();
+        let (id, _) = upsert("wf-1", "org", "o1", None);
+        run("ALTER TABLE apollo_jobs.jobs DROP CONSTRAINT jobs_thermos_job_id_key");
+        run("CREATE UNIQUE INDEX jobs_thermos_job_id_key ON apollo_jobs.jobs (job_type, thermos_job_id)");
+        assert_eq!(upsert("wf-1", "org", "o1", None), (id, false));
+    }
+
+    /// Under row-level security the probe declines and the SQL path applies
+    /// the policies: the caller echoes rows it may see, and a row hidden
+    /// from it is neither returned nor written over (42501 from the policy).
+    #[pg_test]
+    fn probe_declines_under_row_level_security() {
+        host();
+        let (hidden, _) = upsert("wf-1", "org", "o1", None);
+        let (visible, _) = upsert("wf-2", "org", "o2", None);
+        run("CREATE ROLE apollo_jobs_rls_test");
+        run("GRANT USAGE ON SCHEMA apollo_jobs TO apollo_jobs_rls_test");
+        run("GRANT SELECT, INSERT ON apollo_jobs.jobs TO apollo_jobs_rls_test");
+        run("ALTER TABLE apollo_jobs.jobs ENABLE ROW LEVEL SECURITY");
+        run("CREATE POLICY only_o2 ON apollo_jobs.jobs USING (org_id = 'o2')");
+        run("SET LOCAL ROLE apollo_jobs_rls_test");
+        assert_eq!(upsert("wf-2", "org", "o2", None), (visible, false));
+        let call =
+            "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-1', 'org', 'o1', NULL, 't')";
+        assert_eq!(sqlstate(call), "42501");
+        assert!(
+            !error_text(call).contains(&hidden),
+            "the hidden row's id leaked"
+        );
+        run("RESET ROLE");
+        assert_eq!(jobs(), 2);
+    }
+
+    /// Arguments stored compressed or out of line (TOAST) are read like
+    /// inline ones: a valid compressed thermos id registers and echoes, an
+    /// oversized out-of-line one gets its 22023, not an internal error.
+    #[pg_test]
+    fn toasted_arguments_are_detoasted() {
+        host();
+        run("CREATE TEMP TABLE args (a text, b text, c text)");
+        run("INSERT INTO args SELECT repeat('a', 1000), repeat('b', 1000), repeat('c', 1000)");
+        let compressed: String = one(
+            "SELECT CASE WHEN pg_column_compression(a) IS NOT NULL THEN 'a' \
+                         WHEN pg_column_compression(b) IS NOT NULL THEN 'b' ELSE 'c' END FROM args",
+        );
+        let stored: Option<String> = Spi::get_one(&format!(
+            "SELECT pg_column_compression({compressed}) FROM args"
+        ))
+        .expect("pg_column_compression");
+        assert!(stored.is_some(), "no argument column was stored compressed");
+        let call = format!(
+            "SELECT u.job_id::text, u.created FROM args, \
+             LATERAL apollo_jobs.upsert_job_by_thermos_id(args.{compressed}, 'org', 'o1', NULL, 't') u"
+        );
+        let first = Spi::get_two::<String, bool>(&call).expect("first call");
+        let second = Spi::get_two::<String, bool>(&call).expect("second call");
+        assert_eq!(first.1, Some(true));
+        assert_eq!(second, (first.0.clone(), Some(false)));
+        let thermos: i32 = one("SELECT octet_length(thermos_job_id) FROM apollo_jobs.jobs");
+        assert_eq!(thermos, 1000);
+
+        run("CREATE TEMP TABLE big (v text)");
+        run("ALTER TABLE big ALTER COLUMN v SET STORAGE EXTERNAL");
+        run("INSERT INTO big SELECT string_agg(md5(i::text), '') FROM generate_series(1, 3200) i");
+        // 100 KB, uncompressed, in a one-page heap: only a TOAST pointer is inline.
+        let out_of_line: bool = one(
+            "SELECT pg_column_compression(v) IS NULL AND octet_length(v) = 102400 \
+                    AND pg_relation_size('big') <= 8192 FROM big",
+        );
+        assert!(out_of_line, "the value is not stored out of line");
+        assert_eq!(
+            sqlstate("SELECT * FROM big, LATERAL apollo_jobs.upsert_job_by_thermos_id(big.v, 'org', 'o1', NULL, 't')"),
+            "22023"
+        );
+        assert_eq!(jobs(), 1);
+    }
+
     #[pg_test]
     fn every_function_is_security_invoker_with_declared_volatility() {
         let rows = Spi::connect(|client| {
