@@ -3,11 +3,12 @@
 //! Why here and not only in CHECK constraints: a CHECK failure is a 23514 that
 //! names a constraint, after a row was formed; callers of the functions get a
 //! 22004/22023 that names the argument, before anything is written or locked.
-//! The limits below are the same numbers the table's CHECKs use (see
-//! `ddl.rs`), so a plain INSERT and a function call accept the same rows.
+//! The table's CHECK (`jobs_row_check`, see `ddl.rs`) calls `row_is_valid`
+//! below, so a plain INSERT and a function call accept the same rows by
+//! construction.
 
 use crate::error::JobError;
-use crate::id::JobClass;
+use crate::id::{self, JobClass};
 
 /// Byte limit of `thermos_job_id`.
 pub const THERMOS_ID_MAX: usize = 1000;
@@ -56,15 +57,41 @@ pub fn job_class(value: Option<&str>) -> Result<JobClass, JobError> {
     JobClass::parse(value).ok_or_else(|| JobError::UnknownJobClass(value.to_string()))
 }
 
-/// True iff `s` matches `^[a-z][a-z0-9_]{0,62}$`.
-pub fn is_job_type(s: &str) -> bool {
-    let b = s.as_bytes();
+/// True iff `b` matches `^[a-z][a-z0-9_]{0,62}$`.
+pub fn is_job_type(b: &[u8]) -> bool {
     !b.is_empty()
         && b.len() <= JOB_TYPE_MAX
         && b[0].is_ascii_lowercase()
         && b[1..]
             .iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// The row rules of `apollo_jobs.jobs`, the table's one CHECK: the class is
+/// `org` or `project` and is the id's prefix, a project job (only) has a
+/// project_id, scope ids are 1..=255 bytes, job_type matches
+/// `^[a-z][a-z0-9_]{0,62}$`, and thermos_job_id is 1..=1000 bytes.
+pub fn row_is_valid(
+    job_id: &[u8],
+    job_class: &[u8],
+    org_id: &[u8],
+    project_id: Option<&[u8]>,
+    job_type: &[u8],
+    thermos_job_id: &[u8],
+) -> bool {
+    let Some(class) = std::str::from_utf8(job_class)
+        .ok()
+        .and_then(JobClass::parse)
+    else {
+        return false;
+    };
+    let scope_id = |id: &[u8]| (1..=SCOPE_ID_MAX).contains(&id.len());
+    id::class_of(job_id) == Some(class)
+        && project_id.is_some() == (class == JobClass::Project)
+        && scope_id(org_id)
+        && project_id.is_none_or(scope_id)
+        && is_job_type(job_type)
+        && (1..=THERMOS_ID_MAX).contains(&thermos_job_id.len())
 }
 
 /// Checks every argument of `upsert_job_by_thermos_id`, in signature order.
@@ -85,7 +112,7 @@ pub fn registration<'a>(
         (JobClass::Project, Some(p)) => Some(bounded("project_id", p, SCOPE_ID_MAX)?),
     };
     let job_type = job_type.ok_or(JobError::NullArgument("job_type"))?;
-    if !is_job_type(job_type) {
+    if !is_job_type(job_type.as_bytes()) {
         return Err(JobError::InvalidJobType(job_type.to_string()));
     }
     Ok(Registration {
@@ -135,7 +162,7 @@ mod tests {
     #[test]
     fn job_type_grammar() {
         for ok in ["a", "batch_revoke", "a0_", &format!("a{}", "b".repeat(62))] {
-            assert!(is_job_type(ok), "{ok:?} should be accepted");
+            assert!(is_job_type(ok.as_bytes()), "{ok:?} should be accepted");
         }
         for bad in [
             "",
@@ -147,7 +174,65 @@ mod tests {
             "é",
             &format!("a{}", "b".repeat(63)),
         ] {
-            assert!(!is_job_type(bad), "{bad:?} should be rejected");
+            assert!(!is_job_type(bad.as_bytes()), "{bad:?} should be rejected");
+        }
+    }
+
+    const ORG_ID: &[u8] = b"oj_V1StGXR8Z5jdHi6BmyT2a";
+    const PROJECT_ID: &[u8] = b"pj_V1StGXR8Z5jdHi6BmyT2a";
+
+    macro_rules! row_cases {
+        ($($name:ident: ($id:expr, $c:expr, $o:expr, $p:expr, $j:expr, $t:expr) => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let (o, t) = ($o.to_vec(), $t.to_vec());
+                assert_eq!(row_is_valid($id, $c, &o, $p, $j, &t), $want);
+            }
+        )*};
+    }
+
+    row_cases! {
+        row_org: (ORG_ID, b"org", b"o1", None, b"t", b"w") => true;
+        row_project: (PROJECT_ID, b"project", b"o1", Some(&b"p1"[..]), b"batch_revoke", b"w") => true;
+        row_limits: (ORG_ID, b"org", [b'o'; 255], None, b"t", [b'w'; 1000]) => true;
+        row_unknown_class: (ORG_ID, b"team", b"o1", None, b"t", b"w") => false;
+        row_prefix_mismatch: (PROJECT_ID, b"org", b"o1", None, b"t", b"w") => false;
+        row_malformed_id: (b"oj_nope", b"org", b"o1", None, b"t", b"w") => false;
+        row_org_job_with_project: (ORG_ID, b"org", b"o1", Some(&b"p1"[..]), b"t", b"w") => false;
+        row_project_job_without_project: (PROJECT_ID, b"project", b"o1", None, b"t", b"w") => false;
+        row_empty_org: (ORG_ID, b"org", b"", None, b"t", b"w") => false;
+        row_long_org: (ORG_ID, b"org", [b'o'; 256], None, b"t", b"w") => false;
+        row_empty_project: (PROJECT_ID, b"project", b"o1", Some(&b""[..]), b"t", b"w") => false;
+        row_long_project: (PROJECT_ID, b"project", b"o1", Some(&[b'p'; 256][..]), b"t", b"w") => false;
+        row_bad_type: (ORG_ID, b"org", b"o1", None, b"Bad", b"w") => false;
+        row_empty_thermos: (ORG_ID, b"org", b"o1", None, b"t", b"") => false;
+        row_long_thermos: (ORG_ID, b"org", b"o1", None, b"t", [b'w'; 1001]) => false;
+    }
+
+    proptest::proptest! {
+        /// A registration the functions accept is a row the CHECK accepts,
+        /// and the other way round, for any arguments.
+        #[test]
+        fn registration_and_row_rules_agree(
+            thermos in "[a-z]{0,3}|.{999,1001}",
+            class in "org|project|team",
+            org in "[a-z0-9]{0,2}|.{254,256}",
+            project in proptest::option::of("[a-z0-9]{0,2}|.{254,256}"),
+            job_type in "[a-z_]{0,3}|[A-Z0-9]{1,2}|[a-z]{62,64}",
+        ) {
+            let accepted = registration(
+                Some(&thermos), Some(&class), Some(&org), project.as_deref(), Some(&job_type),
+            ).is_ok();
+            let id: &[u8] = if class == "project" { PROJECT_ID } else { ORG_ID };
+            let row = row_is_valid(
+                id,
+                class.as_bytes(),
+                org.as_bytes(),
+                project.as_deref().map(str::as_bytes),
+                job_type.as_bytes(),
+                thermos.as_bytes(),
+            );
+            proptest::prop_assert_eq!(accepted, row);
         }
     }
 }

@@ -46,6 +46,9 @@ pub enum JobError {
     JobsTableMissing,
     /// 42P07: `create_jobs_table()` was already run.
     JobsTableExists,
+    /// 55000: the library is newer than the installed SQL objects
+    /// (`ALTER EXTENSION apollo_jobs UPDATE` has not been run).
+    ExtensionNotUpdated,
     /// 42P01: a relation OID passed as regclass does not exist.
     NoSuchRelation(u32),
     /// 42703: a named key or soft-delete column is missing.
@@ -75,6 +78,7 @@ impl JobError {
             Self::ConcurrentRegistration => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Self::JobsTableMissing => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::JobsTableExists => ERRCODE_DUPLICATE_TABLE,
+            Self::ExtensionNotUpdated => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::NoSuchRelation(_) => ERRCODE_UNDEFINED_TABLE,
             Self::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             Self::NotBoolean { .. } => ERRCODE_DATATYPE_MISMATCH,
@@ -104,6 +108,9 @@ impl JobError {
             }
             Self::JobsTableMissing => "relation \"apollo_jobs.jobs\" has not been created".into(),
             Self::JobsTableExists => "relation \"apollo_jobs.jobs\" already exists".into(),
+            Self::ExtensionNotUpdated => {
+                "extension \"apollo_jobs\" is installed at an older version than its library".into()
+            }
             Self::NoSuchRelation(oid) => format!("relation with OID {oid} does not exist"),
             Self::NoSuchColumn { table, column } => {
                 format!("column \"{column}\" of relation \"{table}\" does not exist")
@@ -146,6 +153,7 @@ impl JobError {
             Self::JobsTableExists => {
                 Some("create_jobs_table() runs once per database; the table is ready to use.")
             }
+            Self::ExtensionNotUpdated => Some("Run ALTER EXTENSION apollo_jobs UPDATE first."),
             _ => None,
         }
     }

@@ -84,6 +84,47 @@ fn job_class_of(job_id: &[u8]) -> &'static str {
     }
 }
 
+/// The row rules of `apollo_jobs.jobs`, which its CHECK `jobs_row_check`
+/// calls: the same rules the functions apply to their arguments (see
+/// `args.rs`). One call instead of seven CHECK expressions, because the
+/// executor reads and prepares every CHECK expression again for each INSERT
+/// statement; NULL when a NOT NULL column is NULL (its NOT NULL constraint
+/// reports it).
+#[pg_extern(
+    immutable,
+    parallel_safe,
+    sql = r#"
+CREATE FUNCTION apollo_jobs.job_row_is_valid(
+    job_id pg_catalog.text,
+    job_class pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text,
+    job_type pg_catalog.text,
+    thermos_job_id pg_catalog.text
+) RETURNS pg_catalog.bool
+    IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+COMMENT ON FUNCTION apollo_jobs.job_row_is_valid(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the row rules of apollo_jobs.jobs (CHECK jobs_row_check); never raises';
+"#
+)]
+fn job_row_is_valid(
+    job_id: Option<&[u8]>,
+    job_class: Option<&[u8]>,
+    org_id: Option<&[u8]>,
+    project_id: Option<&[u8]>,
+    job_type: Option<&[u8]>,
+    thermos_job_id: Option<&[u8]>,
+) -> Option<bool> {
+    Some(args::row_is_valid(
+        job_id?,
+        job_class?,
+        org_id?,
+        project_id,
+        job_type?,
+        thermos_job_id?,
+    ))
+}
+
 /// A fresh id of the class: `oj_…` for `'org'`, `pj_…` for `'project'`.
 #[pg_extern(
     volatile,

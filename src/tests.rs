@@ -456,6 +456,83 @@ mod tests {
         assert_eq!(visible, 1);
     }
 
+    /// The table's one CHECK: the row rules as a function that never raises,
+    /// NULL when a NOT NULL column is NULL.
+    #[pg_test]
+    fn job_row_is_valid_applies_the_row_rules() {
+        let ok = "'oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', NULL, 'batch_revoke', 'wf'";
+        for (args, want) in [
+            (ok.to_string(), Some(true)),
+            (
+                "'pj_V1StGXR8Z5jdHi6BmyT2a', 'project', 'o1', 'p1', 't', 'wf'".into(),
+                Some(true),
+            ),
+            (
+                "'pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', NULL, 't', 'wf'".into(),
+                Some(false),
+            ),
+            (
+                "'oj_nope', 'org', 'o1', NULL, 't', 'wf'".into(),
+                Some(false),
+            ),
+            (
+                "'oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 'p1', 't', 'wf'".into(),
+                Some(false),
+            ),
+            (
+                "'oj_V1StGXR8Z5jdHi6BmyT2a', 'org', repeat('o', 256), NULL, 't', 'wf'".into(),
+                Some(false),
+            ),
+            (
+                "'oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', NULL, 'Bad', 'wf'".into(),
+                Some(false),
+            ),
+            (
+                "'oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', NULL, 't', ''".into(),
+                Some(false),
+            ),
+            (
+                "'oj_V1StGXR8Z5jdHi6BmyT2a', 'team', 'o1', NULL, 't', 'wf'".into(),
+                Some(false),
+            ),
+            ("NULL, 'org', 'o1', NULL, 't', 'wf'".into(), None),
+            (
+                "'oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', NULL, 't', NULL".into(),
+                None,
+            ),
+        ] {
+            let got = Spi::get_one::<bool>(&format!("SELECT apollo_jobs.job_row_is_valid({args})"))
+                .expect("job_row_is_valid");
+            assert_eq!(got, want, "job_row_is_valid({args})");
+        }
+    }
+
+    /// The table made by create_jobs_table() has exactly one CHECK, the row rules.
+    #[pg_test]
+    fn the_table_has_one_check_calling_the_row_rules() {
+        host();
+        let checks: String = one(
+            "SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), ';') FROM pg_constraint \
+             WHERE conrelid = 'apollo_jobs.jobs'::regclass AND contype = 'c'",
+        );
+        assert_eq!(
+            checks,
+            "jobs_row_check CHECK (apollo_jobs.job_row_is_valid((job_id)::text, job_class, org_id, project_id, job_type, thermos_job_id))"
+        );
+    }
+
+    /// A library newer than the installed SQL objects (the update not run)
+    /// makes create_jobs_table() ask for ALTER EXTENSION ... UPDATE.
+    #[pg_test]
+    fn create_jobs_table_asks_for_the_update() {
+        helpers();
+        run("ALTER EXTENSION apollo_jobs DROP FUNCTION apollo_jobs.job_row_is_valid(text, text, text, text, text, text)");
+        run("DROP FUNCTION apollo_jobs.job_row_is_valid(text, text, text, text, text, text)");
+        assert_eq!(sqlstate("SELECT apollo_jobs.create_jobs_table()"), "55000");
+        assert!(error_text("SELECT apollo_jobs.create_jobs_table()")
+            .contains("ALTER EXTENSION apollo_jobs UPDATE"));
+    }
+
     /// The relation OIDs kept per backend follow renames: a renamed table is
     /// a missing table, and renaming it back brings its rows back.
     #[pg_test]
@@ -584,6 +661,7 @@ mod tests {
             ("job_by_id", "s"),
             ("job_class_of", "i"),
             ("job_id_is_valid", "i"),
+            ("job_row_is_valid", "i"),
             ("mint_job_id", "v"),
             ("upsert_job_by_thermos_id", "v"),
         ];

@@ -42,8 +42,8 @@ echo "dump_restore: rows identical ($dst_rows)"
 con_sql="SELECT string_agg(conname || ':' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass"
 [ "$(q src "$con_sql")" = "$(q dst "$con_sql")" ] || fail "constraints differ"
 ncon=$(q dst "SELECT count(*) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass")
-[ "$ncon" -eq 11 ] || fail "expected 11 constraints on apollo_jobs.jobs, found $ncon"
-echo "dump_restore: all $ncon constraints restored (PK, UNIQUE, 7 CHECKs, 2 FKs)"
+[ "$ncon" -eq 5 ] || fail "expected 5 constraints on apollo_jobs.jobs, found $ncon"
+echo "dump_restore: all $ncon constraints restored (PK, UNIQUE, the row CHECK, 2 FKs)"
 
 # dedup: the echo path returns the restored id with created = f
 echo_ok=$(q dst "SELECT (u.job_id = j.job_id AND NOT u.created) FROM apollo_jobs.jobs j,
@@ -54,10 +54,10 @@ state=$(psql_q -At -d dst -c "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id
 echo "$state" | grep -q "already registered for a different job" || fail "23505 after restore: $state"
 echo "dump_restore: dedup holds (echo and 23505)"
 
-# CHECKs: a plain INSERT with a prefix/class mismatch is refused
+# The CHECK: a plain INSERT with a prefix/class mismatch is refused
 out=$(psql_q -d dst -c "INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id)
   VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'org_1', 'batch_revoke', 'wf-new')" 2>&1 || true)
-echo "$out" | grep -q 'jobs_job_id_class_check' || fail "CHECK after restore: $out"
+echo "$out" | grep -q 'jobs_row_check' || fail "CHECK after restore: $out"
 echo "dump_restore: CHECKs enforced"
 
 # the getter: visible, and hidden under the soft-deleted project

@@ -10,6 +10,7 @@ STAGES=(
   "lint|lint.sh"
   "pgrx|pgrx_test.sh"
   "schema|schema.sh"
+  "upgrade|upgrade.sh"
   "pg_regress|pg_regress/run.sh"
   "dump_restore|dump_restore.sh"
   "isolation|isolation/run.sh"

@@ -14,6 +14,7 @@ CREATE FUNCTION public.record(what text) RETURNS boolean LANGUAGE sql
 -- the extension's own names, unqualified
 CREATE FUNCTION public.job_id_is_valid(text) RETURNS boolean LANGUAGE sql AS $$ SELECT public.record('job_id_is_valid') $$;
 CREATE FUNCTION public.job_class_of(text) RETURNS text LANGUAGE sql AS $$ SELECT public.record('job_class_of')::text $$;
+CREATE FUNCTION public.job_row_is_valid(text, text, text, text, text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT public.record('job_row_is_valid') $$;
 CREATE FUNCTION public.mint_job_id(text) RETURNS text LANGUAGE sql AS $$ SELECT public.record('mint_job_id')::text $$;
 CREATE FUNCTION public.upsert_job_by_thermos_id(text, text, text, text, text) RETURNS text LANGUAGE sql AS $$ SELECT public.record('upsert')::text $$;
 CREATE FUNCTION public.job_by_id(text, text, text) RETURNS text LANGUAGE sql AS $$ SELECT public.record('job_by_id')::text $$;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Upgrade paths. For every earlier version with a released install script in
+# sql/: CREATE EXTENSION at that version, ALTER EXTENSION UPDATE through the
+# checked-in upgrade scripts, and the extension's objects must equal a fresh
+# install of the current version (every member object, function definition,
+# domain constraint and comment). A 0.1.0-era jobs table must keep working
+# across the update and be switchable to the current CHECK with the README's
+# statement (tests/upgrade/switch-to-row-check.sql), after which its
+# constraints equal those of a table made by the current create_jobs_table().
+source "$(dirname "$0")/lib.sh"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+extdir="$("$PG_CONFIG" --sharedir)/extension"
+fail() { echo "upgrade: FAIL: $*"; exit 1; }
+
+# Install scripts of earlier versions, for CREATE EXTENSION ... VERSION;
+# removed again afterwards (a package ships only the current one).
+olds=(); added=()
+for f in "$ROOT"/sql/apollo_jobs--*.sql; do
+  base=$(basename "$f"); v=${base#apollo_jobs--}; v=${v%.sql}
+  case $v in *--*) continue ;; esac
+  [ "$v" = "$version" ] && continue
+  olds+=("$v")
+  if [ ! -e "$extdir/$base" ]; then cp "$f" "$extdir/$base"; added+=("$extdir/$base"); fi
+done
+trap 'rm -f "${added[@]}"; cluster_stop upgrade' EXIT
+[ "${#olds[@]}" -gt 0 ] || { echo "upgrade: no earlier version in sql/, nothing to test"; exit 0; }
+for f in "$ROOT"/sql/apollo_jobs--*--*.sql; do
+  [ -e "$extdir/$(basename "$f")" ] || fail "$(basename "$f") is not installed (cargo pgrx install copies sql/*--*--*.sql)"
+done
+
+cluster_start upgrade 5490
+q() { psql_q -At -d "$1" -c "$2"; }
+
+# Every member object of the extension with its definition and comment.
+objects_sql=$(cat <<'SQL'
+SELECT string_agg(line, E'\n' ORDER BY line) FROM (
+  SELECT pg_describe_object(d.classid, d.objid, 0) || ' | ' ||
+         coalesce(CASE d.classid
+           WHEN 'pg_proc'::regclass THEN pg_get_functiondef(d.objid)
+           WHEN 'pg_type'::regclass THEN (
+             SELECT format_type(t.typbasetype, t.typtypmod) || ' ' ||
+                    coalesce(string_agg(c.conname || ' ' || pg_get_constraintdef(c.oid), '; ' ORDER BY c.conname), '')
+               FROM pg_type t LEFT JOIN pg_constraint c ON c.contypid = t.oid
+              WHERE t.oid = d.objid GROUP BY t.typbasetype, t.typtypmod)
+         END, '') || ' | ' || coalesce(obj_description(d.objid, d.classid::regclass::name), '') AS line
+    FROM pg_depend d JOIN pg_extension e ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid
+   WHERE e.extname = 'apollo_jobs' AND d.deptype = 'e'
+) members
+SQL
+)
+constraints_sql="SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass"
+upsert() { q "$1" "SELECT job_id || ' ' || created FROM apollo_jobs.upsert_job_by_thermos_id('$2', 'project', 'o1', 'p1', 'batch_revoke')"; }
+
+psql_q -d postgres -c "CREATE DATABASE fresh"
+psql_q -d fresh -c "CREATE EXTENSION apollo_jobs" -c "CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false)" \
+  -c "CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs, deleted boolean NOT NULL DEFAULT false)" \
+  -c "SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects')" >/dev/null
+fresh_objects=$(q fresh "$objects_sql")
+fresh_constraints=$(q fresh "$constraints_sql")
+[ -n "$fresh_objects" ] || fail "no extension objects in the fresh install"
+
+for old in "${olds[@]}"; do
+  db="from_${old//./_}"
+  psql_q -d postgres -c "CREATE DATABASE $db"
+  q "$db" "CREATE EXTENSION apollo_jobs VERSION '$old'" >/dev/null
+  [ "$(q "$db" "SELECT extversion FROM pg_extension WHERE extname = 'apollo_jobs'")" = "$old" ] || fail "$old: not installed at $old"
+  # The library is already the current one: create_jobs_table() asks for the update.
+  state=$(q "$db" "DO \$\$ BEGIN PERFORM apollo_jobs.create_jobs_table(); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')
+  [ "$state" = 55000 ] || fail "$old: create_jobs_table() before the update gave '$state', not 55000"
+  fixture="$ROOT/tests/upgrade/jobs-$old.sql"
+  [ -e "$fixture" ] || fail "$old: no fixture $fixture"
+  psql_q -d "$db" -f "$fixture" >/dev/null
+  before=$(upsert "$db" wf-before)
+  [ "${before#* }" = true ] || fail "$old: upsert before the update: $before"
+
+  q "$db" "ALTER EXTENSION apollo_jobs UPDATE" >/dev/null
+  [ "$(q "$db" "SELECT extversion FROM pg_extension WHERE extname = 'apollo_jobs'")" = "$version" ] || fail "$old: not at $version after UPDATE"
+  if [ "$(q "$db" "$objects_sql")" != "$fresh_objects" ]; then
+    diff <(echo "$fresh_objects") <(q "$db" "$objects_sql") || true
+    fail "$old -> $version: extension objects differ from a fresh $version install"
+  fi
+  [ "$(upsert "$db" wf-before)" = "${before% *} false" ] || fail "$old: the old row does not echo after the update"
+  [ "$(upsert "$db" wf-after | cut -d' ' -f2)" = true ] || fail "$old: cannot register after the update"
+  state=$(q "$db" "DO \$\$ BEGIN INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', 'w'); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')
+  [ "$state" = 23514 ] || fail "$old: the old CHECKs let a bad row in ($state)"
+
+  psql_q -d "$db" -f "$ROOT/tests/upgrade/switch-to-row-check.sql" >/dev/null
+  if [ "$(q "$db" "$constraints_sql")" != "$fresh_constraints" ]; then
+    diff <(echo "$fresh_constraints") <(q "$db" "$constraints_sql") || true
+    fail "$old: constraints after the switch differ from a fresh table's"
+  fi
+  state=$(q "$db" "DO \$\$ BEGIN INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', 'w'); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')
+  [ "$state" = 23514 ] || fail "$old: after the switch a bad row got '$state'"
+  [ "$(q "$db" "SELECT count(*) FROM apollo_jobs.jobs")" = 2 ] || fail "$old: rows lost"
+  echo "upgrade: $old -> $version: objects equal a fresh install; old table works, switched to jobs_row_check"
+done
+
+# The README quotes the switch statement verbatim.
+while IFS= read -r line; do
+  case $line in --*|'') continue ;; esac
+  grep -qF -- "$line" "$ROOT/README.md" || fail "README does not quote tests/upgrade/switch-to-row-check.sql: $line"
+done < "$ROOT/tests/upgrade/switch-to-row-check.sql"
+echo "upgrade: README quotes the switch statement"
