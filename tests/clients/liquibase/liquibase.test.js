@@ -18,6 +18,8 @@ const { Client } = require('pg');
 
 const DB = 'liquibase_migration';
 const HERE = __dirname;
+// The version being tested, from Cargo.toml (the extension's default_version).
+const VERSION = /^version = "([^"]+)"/m.exec(fs.readFileSync(path.join(HERE, '..', '..', '..', 'Cargo.toml'), 'utf8'))[1];
 const LIQUIBASE = path.join(HERE, '..', 'node_modules', 'liquibase', 'dist', 'liquibase', 'liquibase');
 const PGBIN = process.env.PGBIN || '/usr/lib/postgresql/15/bin';
 const PGPORT = process.env.PGPORT || '5432';
@@ -127,7 +129,7 @@ describe('Liquibase changelog for apollo_jobs', () => {
 
   it('the extension, the table with FKs to the host tables, and the view exist', async () => {
     assert.deepEqual(await q("SELECT extname, extversion FROM pg_catalog.pg_extension WHERE extname = 'apollo_jobs'"),
-      [{ extname: 'apollo_jobs', extversion: '0.1.0' }]);
+      [{ extname: 'apollo_jobs', extversion: VERSION }]);
     const fks = await q(`SELECT conname, confrelid::regclass::text AS target FROM pg_catalog.pg_constraint
                          WHERE conrelid = 'apollo_jobs.jobs'::regclass AND contype = 'f' ORDER BY conname`);
     assert.deepEqual(fks, [
