@@ -50,6 +50,12 @@ SQL
 )
 constraints_sql="SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass"
 upsert() { q "$1" "SELECT job_id || ' ' || created FROM apollo_jobs.upsert_job_by_thermos_id('$2', 'project', 'o1', 'p1', 'batch_revoke')"; }
+# sqlstate_of DB STATEMENT: the SQLSTATE the PL/pgSQL statement raises (empty if none).
+sqlstate_of() {
+  q "$1" "DO \$\$ BEGIN $2; EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p'
+}
+# A row whose id prefix does not match its class: every version's CHECKs refuse it.
+bad_row="INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', 'w')"
 
 psql_q -d postgres -c "CREATE DATABASE fresh"
 psql_q -d fresh -c "CREATE EXTENSION apollo_jobs" -c "CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false)" \
@@ -65,7 +71,7 @@ for old in "${olds[@]}"; do
   q "$db" "CREATE EXTENSION apollo_jobs VERSION '$old'" >/dev/null
   [ "$(q "$db" "SELECT extversion FROM pg_extension WHERE extname = 'apollo_jobs'")" = "$old" ] || fail "$old: not installed at $old"
   # The library is already the current one: create_jobs_table() asks for the update.
-  state=$(q "$db" "DO \$\$ BEGIN PERFORM apollo_jobs.create_jobs_table(); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')
+  state=$(sqlstate_of "$db" "PERFORM apollo_jobs.create_jobs_table()")
   [ "$state" = 55000 ] || fail "$old: create_jobs_table() before the update gave '$state', not 55000"
   fixture="$ROOT/tests/upgrade/jobs-$old.sql"
   [ -e "$fixture" ] || fail "$old: no fixture $fixture"
@@ -81,7 +87,7 @@ for old in "${olds[@]}"; do
   fi
   [ "$(upsert "$db" wf-before)" = "${before% *} false" ] || fail "$old: the old row does not echo after the update"
   [ "$(upsert "$db" wf-after | cut -d' ' -f2)" = true ] || fail "$old: cannot register after the update"
-  state=$(q "$db" "DO \$\$ BEGIN INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', 'w'); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')
+  state=$(sqlstate_of "$db" "$bad_row")
   [ "$state" = 23514 ] || fail "$old: the old CHECKs let a bad row in ($state)"
 
   psql_q -d "$db" -f "$ROOT/tests/upgrade/switch-to-row-check.sql" >/dev/null
@@ -89,7 +95,7 @@ for old in "${olds[@]}"; do
     diff <(echo "$fresh_constraints") <(q "$db" "$constraints_sql") || true
     fail "$old: constraints after the switch differ from a fresh table's"
   fi
-  state=$(q "$db" "DO \$\$ BEGIN INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', 'w'); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')
+  state=$(sqlstate_of "$db" "$bad_row")
   [ "$state" = 23514 ] || fail "$old: after the switch a bad row got '$state'"
   [ "$(q "$db" "SELECT count(*) FROM apollo_jobs.jobs")" = 2 ] || fail "$old: rows lost"
   echo "upgrade: $old -> $version: objects equal a fresh install; old table works, switched to jobs_row_check"
