@@ -53,8 +53,24 @@ pub enum JobError {
     NoSuchRelation(u32),
     /// 42703: a named key or soft-delete column is missing.
     NoSuchColumn { table: String, column: String },
-    /// 42804: the soft-delete column is not boolean.
-    NotBoolean { table: String, column: String },
+    /// 42804: a scope's key column is not text or varchar.
+    KeyNotText { table: String, column: String },
+    /// 42804: a soft-delete column is neither boolean nor a timestamp or date.
+    NotSoftDelete { table: String, column: String },
+    /// 55000: a scope binding no longer matches the host table (host DDL).
+    BindingBroken { scope: &'static str, why: String },
+    /// 25006: a write (registration, DDL, binding) in a read-only transaction or on a standby.
+    ReadOnly(&'static str),
+    /// 27000: a trigger or rule on apollo_jobs.jobs suppressed the registration's INSERT.
+    RegistrationSuppressed,
+    /// 0A000: an UPDATE of apollo_jobs.jobs (registrations are immutable).
+    Immutable,
+    /// 22023: `page_size` outside 1..=1000.
+    PageSize(i32),
+    /// 22023: `include_project_jobs` together with a `project_id`.
+    ProjectJobsWithProject,
+    /// 22023: `starting_after` is not a job of this listing (malformed, unknown or elsewhere).
+    InvalidCursor,
     /// 58000: the OS random source failed.
     EntropyUnavailable(String),
     /// XX000: an invariant of the extension itself broke (a bug).
@@ -81,7 +97,14 @@ impl JobError {
             Self::ExtensionNotUpdated => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::NoSuchRelation(_) => ERRCODE_UNDEFINED_TABLE,
             Self::NoSuchColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
-            Self::NotBoolean { .. } => ERRCODE_DATATYPE_MISMATCH,
+            Self::KeyNotText { .. } | Self::NotSoftDelete { .. } => ERRCODE_DATATYPE_MISMATCH,
+            Self::BindingBroken { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::ReadOnly(_) => ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            Self::RegistrationSuppressed => ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+            Self::Immutable => ERRCODE_FEATURE_NOT_SUPPORTED,
+            Self::PageSize(_) | Self::ProjectJobsWithProject | Self::InvalidCursor => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
             Self::EntropyUnavailable(_) => ERRCODE_SYSTEM_ERROR,
             Self::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -115,9 +138,26 @@ impl JobError {
             Self::NoSuchColumn { table, column } => {
                 format!("column \"{column}\" of relation \"{table}\" does not exist")
             }
-            Self::NotBoolean { table, column } => {
-                format!("column \"{column}\" of relation \"{table}\" must be of type boolean")
+            Self::KeyNotText { table, column } => {
+                format!("key column \"{column}\" of relation \"{table}\" must be of type text or varchar")
             }
+            Self::NotSoftDelete { table, column } => format!(
+                "soft-delete column \"{column}\" of relation \"{table}\" must be boolean, a timestamp or a date"
+            ),
+            Self::BindingBroken { scope, why } => {
+                format!("the {scope} scope binding of apollo_jobs is broken: {why}")
+            }
+            Self::ReadOnly(what) => format!("cannot {what} in a read-only transaction"),
+            Self::RegistrationSuppressed => {
+                "the registration was not stored: a trigger or rule on apollo_jobs.jobs suppressed the INSERT"
+                    .into()
+            }
+            Self::Immutable => "rows of apollo_jobs.jobs cannot be updated".into(),
+            Self::PageSize(got) => format!("page_size must be between 1 and 1000, not {got}"),
+            Self::ProjectJobsWithProject => {
+                "include_project_jobs cannot be combined with a project_id".into()
+            }
+            Self::InvalidCursor => "invalid cursor: starting_after is not a job of this listing".into(),
             Self::EntropyUnavailable(_) => "could not generate random bytes for a job id".into(),
             Self::Internal(what) => format!("apollo_jobs internal error: {what}"),
         }
@@ -137,7 +177,36 @@ impl JobError {
                     .into(),
             ),
             Self::EntropyUnavailable(why) => Some(why.clone()),
-            _ => None,
+            Self::ReadOnly(_) => Some(
+                "The server is a hot standby or the transaction is READ ONLY; reads and echoes of \
+                 known thermos ids work here."
+                    .into(),
+            ),
+            Self::NotSoftDelete { .. } => Some(
+                "A boolean column hides rows where it is true or null; a timestamp or date column \
+                 hides rows where it is not null."
+                    .into(),
+            ),
+            Self::NullArgument(_)
+            | Self::NotUtf8(_)
+            | Self::EmptyArgument(_)
+            | Self::UnknownJobClass(_)
+            | Self::ProjectIdForOrgJob
+            | Self::ProjectIdMissing
+            | Self::ConcurrentRegistration
+            | Self::JobsTableMissing
+            | Self::JobsTableExists
+            | Self::ExtensionNotUpdated
+            | Self::NoSuchRelation(_)
+            | Self::NoSuchColumn { .. }
+            | Self::KeyNotText { .. }
+            | Self::BindingBroken { .. }
+            | Self::RegistrationSuppressed
+            | Self::Immutable
+            | Self::PageSize(_)
+            | Self::ProjectJobsWithProject
+            | Self::InvalidCursor
+            | Self::Internal(_) => None,
         }
     }
 
@@ -150,11 +219,43 @@ impl JobError {
             ),
             Self::ConcurrentRegistration => Some("Retry the transaction."),
             Self::JobsTableMissing => Some("Run SELECT apollo_jobs.create_jobs_table(...) first."),
-            Self::JobsTableExists => {
-                Some("create_jobs_table() runs once per database; the table is ready to use.")
-            }
+            Self::JobsTableExists => Some(
+                "create_jobs_table() runs once per database; to change which host tables scope the \
+                 jobs, use apollo_jobs.bind_scopes(...).",
+            ),
             Self::ExtensionNotUpdated => Some("Run ALTER EXTENSION apollo_jobs UPDATE first."),
-            _ => None,
+            Self::KeyNotText { .. } => {
+                Some("apollo_jobs.jobs stores org and project ids as text; bind a text or varchar key.")
+            }
+            Self::BindingBroken { .. } => Some(
+                "Rebind the host tables with SELECT apollo_jobs.bind_scopes(orgs => ..., projects => ...).",
+            ),
+            Self::ReadOnly(_) => Some("Send writes to the primary server."),
+            Self::RegistrationSuppressed => Some(
+                "Check the triggers and rules on apollo_jobs.jobs; registrations must reach the table.",
+            ),
+            Self::Immutable => Some(
+                "Registrations are immutable. To repair a row, the table owner can disable trigger \
+                 jobs_immutable in a transaction (see Repairs in the README).",
+            ),
+            Self::InvalidCursor => {
+                Some("Pass the job_id of the last row of the previous page of the same listing.")
+            }
+            Self::NullArgument(_)
+            | Self::NotUtf8(_)
+            | Self::EmptyArgument(_)
+            | Self::ArgumentTooLong { .. }
+            | Self::ProjectIdForOrgJob
+            | Self::ProjectIdMissing
+            | Self::InvalidJobType(_)
+            | Self::MalformedJobId(_)
+            | Self::NoSuchRelation(_)
+            | Self::NoSuchColumn { .. }
+            | Self::NotSoftDelete { .. }
+            | Self::EntropyUnavailable(_)
+            | Self::PageSize(_)
+            | Self::ProjectJobsWithProject
+            | Self::Internal(_) => None,
         }
     }
 

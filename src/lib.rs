@@ -15,11 +15,15 @@ use pgrx::prelude::*;
 mod args;
 mod ddl;
 mod error;
+mod guc;
 mod id;
 mod oids;
 mod probe;
+mod reads;
+mod scopes;
 mod srf;
 mod store;
+mod subxact;
 mod text;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -28,6 +32,30 @@ mod tests;
 use error::{JobError, OrRaise};
 
 ::pgrx::pg_module_magic!(name, version);
+
+/// Registers `apollo_jobs.enable_probe` and switches Rust backtraces off.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+}
+
+extension_sql!(
+    r#"
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.<>) 'UTF8' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('apollo_jobs requires a database with encoding UTF8, not %s',
+                                        pg_catalog.getdatabaseencoding()),
+            HINT = 'Create the database with ENCODING ''UTF8'' (and TEMPLATE template0).';
+    END IF;
+END
+$$;
+"#,
+    name = "require_utf8",
+    bootstrap,
+);
 
 extension_sql!(
     r#"
@@ -48,6 +76,50 @@ COMMENT ON DOMAIN apollo_jobs.project_job_id IS 'a job id of a project-scoped jo
     name = "job_id_domains",
     requires = [job_id_is_valid],
 );
+
+extension_sql!(
+    r#"
+CREATE FUNCTION apollo_jobs.scopes_changed() RETURNS trigger
+    VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    LANGUAGE c AS 'MODULE_PATHNAME', 'scopes_changed_wrapper';
+COMMENT ON FUNCTION apollo_jobs.scopes_changed() IS 'statement trigger of apollo_jobs.scopes: every backend rebuilds its read statements';
+
+CREATE TABLE apollo_jobs.scopes (
+    scope          pg_catalog.text PRIMARY KEY CHECK (scope OPERATOR(pg_catalog.=) ANY (ARRAY['org', 'project'])),
+    relation       pg_catalog.regclass NOT NULL,
+    key_column     pg_catalog.name NOT NULL,
+    deleted_column pg_catalog.name
+);
+COMMENT ON TABLE apollo_jobs.scopes IS 'the host tables jobs are scoped to, and their soft-delete columns; written by apollo_jobs.bind_scopes()';
+SELECT pg_catalog.pg_extension_config_dump('apollo_jobs.scopes', '');
+GRANT SELECT ON apollo_jobs.scopes TO PUBLIC;
+CREATE TRIGGER scopes_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON apollo_jobs.scopes
+    FOR EACH STATEMENT EXECUTE FUNCTION apollo_jobs.scopes_changed();
+
+CREATE FUNCTION apollo_jobs.jobs_refuse_update() RETURNS trigger
+    VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jobs_refuse_update_wrapper';
+COMMENT ON FUNCTION apollo_jobs.jobs_refuse_update() IS 'statement trigger jobs_immutable of apollo_jobs.jobs: registrations are never updated';
+"#,
+    name = "scopes_table",
+);
+
+srf::finfo_v1!(pg_finfo_jobs_refuse_update_wrapper);
+
+/// Trigger `jobs_immutable` (BEFORE UPDATE, for each statement): refuses
+/// every UPDATE of `apollo_jobs.jobs` with 0A000, whoever runs it.
+///
+/// # Safety
+/// Called by PostgreSQL's trigger manager only.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn jobs_refuse_update_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: fcinfo is this call's.
+    unsafe { srf::trigger_data(fcinfo) }.or_raise();
+    JobError::Immutable.raise()
+}
 
 /// True iff `candidate` is a well-formed job id. Never raises.
 #[pg_extern(
@@ -142,8 +214,55 @@ fn mint_job_id(job_class: Option<&[u8]>) -> String {
     store::mint(class).or_raise()
 }
 
-/// Creates `apollo_jobs.jobs`, its FKs to the host's orgs/projects and the
-/// soft-delete-aware view the getter reads.
+/// Binds the host tables jobs are scoped to: which table and key column
+/// hold the orgs and projects, and which column marks one soft-deleted.
+#[pg_extern(
+    volatile,
+    sql = r#"
+CREATE FUNCTION apollo_jobs.bind_scopes(
+    orgs pg_catalog.regclass,
+    org_key pg_catalog.name DEFAULT 'nano_id',
+    org_deleted pg_catalog.name DEFAULT 'deleted',
+    projects pg_catalog.regclass DEFAULT NULL,
+    project_key pg_catalog.name DEFAULT 'nano_id',
+    project_deleted pg_catalog.name DEFAULT 'deleted'
+) RETURNS pg_catalog.void
+    VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+COMMENT ON FUNCTION apollo_jobs.bind_scopes(pg_catalog.regclass, pg_catalog.name, pg_catalog.name, pg_catalog.regclass, pg_catalog.name, pg_catalog.name) IS 'binds (or rebinds) the host orgs/projects tables, key columns and soft-delete columns that job_by_id and list_jobs filter by';
+"#,
+    requires = ["scopes_table"]
+)]
+fn bind_scopes(
+    orgs: Option<pg_sys::Oid>,
+    org_key: Option<&core::ffi::CStr>,
+    org_deleted: Option<&core::ffi::CStr>,
+    projects: Option<pg_sys::Oid>,
+    project_key: Option<&core::ffi::CStr>,
+    project_deleted: Option<&core::ffi::CStr>,
+) {
+    scopes::bind(&[
+        scopes::Request {
+            scope: "org",
+            relation: orgs,
+            key: org_key,
+            key_arg: "org_key",
+            deleted: org_deleted,
+        },
+        scopes::Request {
+            scope: "project",
+            relation: projects,
+            key: project_key,
+            key_arg: "project_key",
+            deleted: project_deleted,
+        },
+    ])
+    .or_raise()
+}
+
+/// Creates `apollo_jobs.jobs`, its FKs to the host's orgs/projects, and
+/// binds them as the jobs' scopes (`bind_scopes`).
 #[pg_extern(
     volatile,
     sql = r#"
@@ -157,9 +276,9 @@ CREATE FUNCTION apollo_jobs.create_jobs_table(
     VOLATILE PARALLEL UNSAFE SECURITY INVOKER
     SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
-COMMENT ON FUNCTION apollo_jobs.create_jobs_table(pg_catalog.regclass, pg_catalog.name, pg_catalog.regclass, pg_catalog.name, pg_catalog.name) IS 'creates apollo_jobs.jobs with FKs to the host orgs/projects tables and the soft-delete-aware view apollo_jobs.visible_jobs';
+COMMENT ON FUNCTION apollo_jobs.create_jobs_table(pg_catalog.regclass, pg_catalog.name, pg_catalog.regclass, pg_catalog.name, pg_catalog.name) IS 'creates apollo_jobs.jobs with FKs to the host orgs/projects tables and binds them (with their soft-delete column) as the jobs'' scopes';
 "#,
-    requires = ["job_id_domains", job_class_of]
+    requires = ["job_id_domains", job_class_of, "scopes_table", bind_scopes]
 )]
 fn create_jobs_table(
     orgs: Option<pg_sys::Oid>,
@@ -168,9 +287,23 @@ fn create_jobs_table(
     project_key: Option<&core::ffi::CStr>,
     deleted_column: Option<&core::ffi::CStr>,
 ) {
-    let org = ddl::scope("org_key", orgs, org_key, deleted_column).or_raise();
-    let project = ddl::scope("project_key", projects, project_key, deleted_column).or_raise();
-    ddl::create_jobs_table(org, project).or_raise()
+    ddl::create_jobs_table(
+        scopes::Request {
+            scope: "org",
+            relation: orgs,
+            key: org_key,
+            key_arg: "org_key",
+            deleted: deleted_column,
+        },
+        scopes::Request {
+            scope: "project",
+            relation: projects,
+            key: project_key,
+            key_arg: "project_key",
+            deleted: deleted_column,
+        },
+    )
+    .or_raise()
 }
 
 extension_sql!(
@@ -201,7 +334,27 @@ CREATE FUNCTION apollo_jobs.job_by_id(
 )
     STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 1
     LANGUAGE c AS 'MODULE_PATHNAME', 'job_by_id_wrapper';
-COMMENT ON FUNCTION apollo_jobs.job_by_id(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the job if it belongs to (org_id, project_id) and neither scope is soft-deleted; otherwise no row';
+COMMENT ON FUNCTION apollo_jobs.job_by_id(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the job if it belongs to (org_id, project_id) and its org and project are visible and not soft-deleted; otherwise no row';
+
+CREATE FUNCTION apollo_jobs.list_jobs(
+    org_id pg_catalog.text,
+    project_id pg_catalog.text DEFAULT NULL,
+    include_project_jobs pg_catalog.bool DEFAULT false,
+    job_type pg_catalog.text DEFAULT NULL,
+    starting_after pg_catalog.text DEFAULT NULL,
+    page_size pg_catalog.int4 DEFAULT 50
+) RETURNS TABLE (
+    job_id apollo_jobs.job_id,
+    job_class pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text,
+    job_type pg_catalog.text,
+    thermos_job_id pg_catalog.text,
+    created_at pg_catalog.timestamptz
+)
+    STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 50
+    LANGUAGE c AS 'MODULE_PATHNAME', 'list_jobs_wrapper';
+COMMENT ON FUNCTION apollo_jobs.list_jobs(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS 'one page of a scope''s visible jobs, newest first (created_at DESC, job_id DESC); starting_after is the job_id of the previous page''s last row';
 "#,
     name = "row_functions",
     requires = ["job_id_domains"],
@@ -230,7 +383,8 @@ pub unsafe extern "C-unwind" fn upsert_job_by_thermos_id_wrapper(
     )
     .or_raise();
     let (job_id, created) = store::upsert(&registration).or_raise();
-    rows.put(&[job_id.into_datum(), created.into_datum()])
+    // The id's bytes as a text datum (bytea and text share the varlena form).
+    rows.put(&[job_id.as_slice().into_datum(), created.into_datum()])
         .or_raise();
     srf::done()
 }
@@ -254,7 +408,40 @@ pub unsafe extern "C-unwind" fn job_by_id_wrapper(
     let job_id = required("job_id", 0);
     let org_id = required("org_id", 1);
     let project_id = arg("project_id", 2);
-    store::job_by_id(job_id, org_id, project_id, &rows).or_raise();
+    reads::job_by_id(job_id, org_id, project_id, &rows).or_raise();
+    srf::done()
+}
+
+srf::finfo_v1!(pg_finfo_list_jobs_wrapper);
+
+/// One page of a scope's visible jobs, newest first.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager only.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn list_jobs_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: fcinfo is this call's.
+    let rows = unsafe { srf::Rows::begin(fcinfo) };
+    let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
+    // SAFETY: arguments 2 and 5 are boolean and integer, by the declaration.
+    let (include, page_size) = unsafe {
+        (
+            pgrx::fcinfo::pg_getarg::<bool>(fcinfo, 2),
+            pgrx::fcinfo::pg_getarg::<i32>(fcinfo, 5),
+        )
+    };
+    let request = reads::ListRequest {
+        org_id: arg("org_id", 0),
+        project_id: arg("project_id", 1),
+        include_project_jobs: include,
+        job_type: arg("job_type", 3),
+        starting_after: arg("starting_after", 4),
+        page_size,
+    };
+    reads::list_jobs(&request, &rows).or_raise();
     srf::done()
 }
 

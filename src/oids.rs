@@ -1,47 +1,63 @@
-//! OIDs of the extension's relations, looked up once per backend.
+//! The OID of `apollo_jobs.jobs`, kept per backend and confirmed under a lock.
 //!
-//! Why: each call of the upsert or the getter needs the OIDs of
-//! `apollo_jobs.jobs`, its thermos index or `apollo_jobs.visible_jobs`.
-//! Two syscache lookups per name (schema, then relation) were about 3% of
-//! the hot path's instructions. They are kept here and forgotten on every
+//! Why kept: resolving the name costs two syscache lookups (schema, then
+//! relation), about 3% of the hot path. The OID is forgotten on every
 //! invalidation of pg_class's name cache or of pg_namespace (any relation
 //! created, dropped, renamed or moved; any schema renamed or dropped; a
-//! cache reset). Invalidations are processed at the same points a fresh
-//! lookup would see them (transaction start, lock acquisition, command
-//! boundaries), so a kept OID is always what a lookup would return now; the
-//! callers still open each relation under a lock and check what they find.
+//! cache reset).
+//!
+//! Why confirmed under a lock: an OID read before the lock is taken may
+//! already be stale (a table swapped or a REINDEX CONCURRENTLY committed
+//! since this backend last processed invalidations). Taking the lock
+//! processes pending invalidations, so `locked_jobs` locks the kept OID and
+//! then checks that it is still kept; if an invalidation arrived it looks the
+//! name up again, the same retry PostgreSQL's `RangeVarGetRelidExtended`
+//! does. Once a lock is held, no DDL can rename or drop the table until this
+//! transaction ends.
 
 use std::cell::Cell;
 use std::ffi::CStr;
 
 use pgrx::{pg_guard, pg_sys};
 
-/// The relations, as of the last lookup (`None`: no such relation).
-#[derive(Clone, Copy)]
-pub struct Oids {
-    pub jobs: Option<pg_sys::Oid>,
-    pub thermos_index: Option<pg_sys::Oid>,
-    pub visible_jobs: Option<pg_sys::Oid>,
-}
-
 thread_local! {
-    static KEPT: Cell<Option<Oids>> = const { Cell::new(None) };
+    /// `None`: not looked up since the last invalidation; `Some(None)`: no such relation.
+    static KEPT: Cell<Option<Option<pg_sys::Oid>>> = const { Cell::new(None) };
     static CALLBACKS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The current OIDs, from the kept copy or fresh from the syscache.
-pub fn get() -> Oids {
-    if let Some(oids) = KEPT.with(Cell::get) {
-        return oids;
-    }
+/// Lookups before giving up on a name that keeps changing under us.
+const ATTEMPTS: usize = 8;
+
+/// `apollo_jobs.jobs`, locked in AccessShareLock for the rest of the
+/// transaction; `None` when there is no such table.
+pub fn locked_jobs() -> Option<pg_sys::Oid> {
     register_callbacks();
-    let oids = Oids {
-        jobs: relation_oid(c"jobs"),
-        thermos_index: relation_oid(c"jobs_thermos_job_id_key"),
-        visible_jobs: relation_oid(c"visible_jobs"),
-    };
-    KEPT.with(|kept| kept.set(Some(oids)));
-    oids
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    let mut oid = None;
+    for _ in 0..ATTEMPTS {
+        let current = KEPT.with(Cell::get).unwrap_or_else(|| {
+            let found = relation_oid(c"jobs");
+            KEPT.with(|kept| kept.set(Some(found)));
+            found
+        });
+        let relid = current?;
+        // SAFETY: locking an OID is valid whether or not the relation still
+        // exists; acquiring the lock processes pending invalidations.
+        unsafe { pg_sys::LockRelationOid(relid, lock) };
+        if KEPT.with(Cell::get) == Some(Some(relid)) {
+            return Some(relid);
+        }
+        // The name moved while we waited: let go and look again.
+        // SAFETY: releases the lock just taken (locks are counted).
+        unsafe { pg_sys::UnlockRelationOid(relid, lock) };
+        oid = Some(relid);
+    }
+    // Invalidations kept arriving: answer as a plain lookup under the lock would.
+    let relid = relation_oid(c"jobs").or(oid)?;
+    // SAFETY: as above.
+    unsafe { pg_sys::LockRelationOid(relid, lock) };
+    relation_oid(c"jobs").filter(|now| *now == relid)
 }
 
 /// OID of `apollo_jobs.<relation>`, from the syscache (no SQL, no locks).

@@ -4,20 +4,27 @@
 //! Why: the re-post of a known workflow (the API's 409) is the common call,
 //! and through SPI its cost is dominated not by the index probe but by
 //! starting and stopping an executor around it. Here the probe is what
-//! `nodeIndexscan.c` does for the same plan: open the table and index, take
-//! the snapshot a mutating SPI statement would take (after a
-//! CommandCounterIncrement, so earlier calls in the same statement are seen),
-//! scan with one equality key, and read the row. Index and heap access
-//! methods take the SERIALIZABLE predicate locks themselves.
+//! `nodeIndexscan.c` does for the same plan: take the snapshot a mutating
+//! SPI statement would take (after a CommandCounterIncrement, so earlier
+//! calls in the same statement are seen), scan with one equality key, and
+//! read the row. Index and heap access methods take the SERIALIZABLE
+//! predicate locks themselves.
 //!
-//! Why it can decline: whatever the SQL path would do differently is left to
-//! the SQL path. The probe answers only when the caller holds table-level
-//! SELECT, row-level security is off for the caller, and the index is still
-//! the valid, unique, single-column btree text index on `thermos_job_id`
-//! that `create_jobs_table()` made. Otherwise it returns `None` and the
-//! caller runs the kept SPI plan, which raises 42501, applies policies, or
-//! plans around a changed schema exactly as any query would.
+//! Why it declines: the probe answers only when its answer is provably the
+//! SQL path's. With the table locked (so every invalidation has been
+//! processed and the relcache entries are current) it checks every
+//! assumption it makes, and returns `None` — run the SQL — when any is off:
+//! `apollo_jobs.enable_probe` is on; the caller holds table-level SELECT and
+//! row-level security is off for the caller; the table is an ordinary heap
+//! table with no inheritance children or partitions, not an unlogged table
+//! read during recovery; the six columns exist as text (`job_id` may be a
+//! domain over text); and the index is a live, valid, ready, immediate,
+//! unique btree on `thermos_job_id` alone, without expressions or predicate,
+//! with the column's own deterministic collation and text operators. Any
+//! other shape is left to the SQL path, which plans around it, raises 42501,
+//! applies policies or reads child tables exactly as any query would.
 
+use std::cell::Cell;
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
@@ -36,27 +43,63 @@ const COLUMNS: [&CStr; 6] = [
     c"thermos_job_id",
 ];
 
-/// What a probe found for a thermos id.
+/// What a lookup found for a thermos id.
 pub enum Probed {
-    /// A row whose class, scope and job type equal the registration's: its id.
-    Same(String),
+    /// A row whose class, scope and job type equal the registration's: its id's bytes.
+    Same(Vec<u8>),
     /// A row registered with other attributes.
     Different,
     /// No row visible to this snapshot.
     Missing,
 }
 
-/// Looks `reg.thermos_job_id` up in `table` through `index`. `None` means
-/// "not answerable here": use the SQL path.
+thread_local! {
+    /// The (table, index) pair the probe last used; re-checked on every call.
+    static KEPT_INDEX: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+}
+
+/// Probe outcomes in test builds: (answered, declined).
+#[cfg(any(test, feature = "pg_test"))]
+pub mod counters {
+    use std::cell::Cell;
+    thread_local! {
+        pub static ANSWERED: Cell<i64> = const { Cell::new(0) };
+        pub static DECLINED: Cell<i64> = const { Cell::new(0) };
+    }
+}
+
+/// Looks `reg.thermos_job_id` up in `table`. `None` means "not answerable
+/// here": use the SQL path.
 ///
 /// # Safety
-/// Must run inside a transaction in a backend, with `table` and `index`
-/// OIDs from the catalog (they are re-validated after locking).
-pub unsafe fn lookup(
-    table: pg_sys::Oid,
-    index: pg_sys::Oid,
-    reg: &Registration<'_>,
-) -> Option<Probed> {
+/// Must run inside a transaction in a backend, with `table` locked in at
+/// least AccessShareLock by this transaction (see `oids::locked_jobs`).
+pub unsafe fn lookup(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Probed> {
+    // SAFETY: per this function's contract.
+    let result = crate::guc::probe_enabled()
+        .then(|| unsafe { lookup_locked(table, reg) })
+        .flatten();
+    #[cfg(any(test, feature = "pg_test"))]
+    {
+        let counter = if result.is_some() {
+            &counters::ANSWERED
+        } else {
+            &counters::DECLINED
+        };
+        counter.with(|c| c.set(c.get() + 1));
+    }
+    result
+}
+
+/// # Safety
+/// As `lookup`.
+unsafe fn lookup_locked(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Probed> {
+    // SAFETY: plain catalog checks on a locked relation; the relation is
+    // opened without a further lock (the caller's lock is held to the end of
+    // the transaction) and closed on every path that does not raise. An
+    // ERROR raised in between (e.g. an I/O error) releases the relcache
+    // reference, the scan, the slot and the snapshot through (sub)transaction
+    // abort, as for any executor node.
     unsafe {
         if pg_sys::pg_class_aclcheck(
             table,
@@ -68,62 +111,188 @@ pub unsafe fn lookup(
         {
             return None;
         }
-        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        let heap = pg_sys::table_open(table, lock);
-        let idx = pg_sys::index_open(index, lock);
-        let result = attnums(heap)
-            .filter(|cols| index_fits(idx, table, cols[5]))
-            .map(|cols| scan(heap, idx, &cols, reg));
-        // Locks are kept to the end of the transaction, as the executor does.
-        pg_sys::index_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let heap = pg_sys::table_open(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let result = if table_fits(heap) {
+            attnums(heap).and_then(|cols| {
+                let idx = open_index(heap, table, &cols)?;
+                let found = scan(heap, idx, &cols.attnums, reg);
+                // Locks are kept to the end of the transaction, as the executor does.
+                pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
+                Some(found)
+            })
+        } else {
+            None
+        };
         pg_sys::table_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
         result
     }
 }
 
-/// Attribute numbers of `COLUMNS` in the table's descriptor.
-unsafe fn attnums(heap: pg_sys::Relation) -> Option<[i16; 6]> {
+/// True iff `heap` is an ordinary heap table the probe may read.
+///
+/// # Safety
+/// `heap` must be an open relation.
+unsafe fn table_fits(heap: pg_sys::Relation) -> bool {
+    // SAFETY: reads the open relation's pg_class row.
+    unsafe {
+        let rel = &*(*heap).rd_rel;
+        rel.relkind as u8 == pg_sys::RELKIND_RELATION
+            && !rel.relhassubclass
+            && rel.relam == pg_sys::HEAP_TABLE_AM_OID
+            && !(rel.relpersistence as u8 == pg_sys::RELPERSISTENCE_UNLOGGED
+                && pg_sys::RecoveryInProgress())
+    }
+}
+
+/// The probe's view of the table's columns.
+struct Columns {
+    /// Attribute numbers of `COLUMNS`.
+    attnums: [i16; 6],
+    /// Collation of `thermos_job_id`.
+    thermos_collation: pg_sys::Oid,
+}
+
+/// Attribute numbers of `COLUMNS` in the table's descriptor, if every column
+/// is text (`job_id`: text or a domain over it).
+///
+/// # Safety
+/// `heap` must be an open relation.
+unsafe fn attnums(heap: pg_sys::Relation) -> Option<Columns> {
+    // SAFETY: reads the open relation's tuple descriptor, natts entries long.
     unsafe {
         let desc = (*heap).rd_att;
         let natts = (*desc).natts as usize;
         let attrs = (*desc).attrs.as_slice(natts);
         let mut found = [0i16; 6];
+        let mut thermos_collation = pg_sys::InvalidOid;
         for (slot, name) in found.iter_mut().zip(COLUMNS) {
             let attr = attrs
                 .iter()
                 .find(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)?;
-            if attr.atttypid != pg_sys::TEXTOID && name != c"job_id" {
+            let is_text = if name == c"job_id" {
+                attr.atttypid == pg_sys::TEXTOID
+                    || pg_sys::getBaseType(attr.atttypid) == pg_sys::TEXTOID
+            } else {
+                attr.atttypid == pg_sys::TEXTOID
+            };
+            if !is_text || attr.attlen != -1 {
                 return None;
+            }
+            if name == c"thermos_job_id" {
+                thermos_collation = attr.attcollation;
             }
             *slot = attr.attnum;
         }
-        Some(found)
+        Some(Columns {
+            attnums: found,
+            thermos_collation,
+        })
     }
 }
 
-/// True iff `idx` is the valid unique btree text index on `thermos_job_id` alone.
-unsafe fn index_fits(idx: pg_sys::Relation, table: pg_sys::Oid, thermos_attnum: i16) -> bool {
+/// Opens (AccessShareLock) the unique index the probe can use, preferring
+/// the one used last time; `None` when the table has no such index.
+///
+/// # Safety
+/// `heap` must be the open, locked relation `table`.
+unsafe fn open_index(
+    heap: pg_sys::Relation,
+    table: pg_sys::Oid,
+    cols: &Columns,
+) -> Option<pg_sys::Relation> {
+    // SAFETY: the index list is read from the locked table's current relcache
+    // entry; each candidate is opened with try_relation_open, which returns
+    // NULL for an index dropped concurrently (DROP INDEX CONCURRENTLY does
+    // not conflict with our lock), and checked before use.
+    unsafe {
+        let list = pg_sys::RelationGetIndexList(heap);
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let try_one = |oid: pg_sys::Oid| -> Option<pg_sys::Relation> {
+            let idx = pg_sys::try_relation_open(oid, lock);
+            if idx.is_null() {
+                return None;
+            }
+            if index_fits(idx, table, cols) {
+                Some(idx)
+            } else {
+                pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
+                None
+            }
+        };
+        let mut chosen = None;
+        if let Some((kept_table, kept_index)) = KEPT_INDEX.with(Cell::get) {
+            if kept_table == table && pg_sys::list_member_oid(list, kept_index) {
+                chosen = try_one(kept_index);
+            }
+        }
+        if chosen.is_none() && !list.is_null() {
+            let n = (*list).length as usize;
+            for i in 0..n {
+                let oid = (*(*list).elements.add(i)).oid_value;
+                if let Some(idx) = try_one(oid) {
+                    KEPT_INDEX.with(|kept| kept.set(Some((table, oid))));
+                    chosen = Some(idx);
+                    break;
+                }
+            }
+        }
+        pg_sys::list_free(list);
+        chosen
+    }
+}
+
+/// True iff `idx` is a usable unique btree text index on `thermos_job_id` alone,
+/// with that column's own deterministic collation.
+///
+/// # Safety
+/// `idx` must be an open relation.
+unsafe fn index_fits(idx: pg_sys::Relation, table: pg_sys::Oid, cols: &Columns) -> bool {
+    // SAFETY: reads the open index's relcache entry; rd_index and the
+    // per-column arrays exist for every index relation and have at least
+    // one entry.
     unsafe {
         let form = (*idx).rd_index;
-        !form.is_null()
+        (*(*idx).rd_rel).relkind as u8 == pg_sys::RELKIND_INDEX
+            && !form.is_null()
             && (*form).indrelid == table
             && (*form).indisunique
+            && (*form).indimmediate
             && (*form).indisvalid
+            && (*form).indisready
+            && (*form).indislive
             && (*form).indnkeyatts == 1
-            && (*form).indkey.values.as_slice(1)[0] == thermos_attnum
+            && (*form).indkey.values.as_slice(1)[0] == cols.attnums[5]
             && (*(*idx).rd_rel).relam == pg_sys::BTREE_AM_OID
             && *(*idx).rd_opfamily == pg_sys::TEXT_BTREE_FAM_OID
-            && (*idx).rd_indexprs.is_null()
-            && (*idx).rd_indpred.is_null()
+            // rd_indexprs/rd_indpred are loaded lazily: ask the pg_index row.
+            && pg_sys::heap_attisnull(
+                (*idx).rd_indextuple,
+                pg_sys::Anum_pg_index_indexprs as i32,
+                std::ptr::null_mut(),
+            )
+            && pg_sys::heap_attisnull(
+                (*idx).rd_indextuple,
+                pg_sys::Anum_pg_index_indpred as i32,
+                std::ptr::null_mut(),
+            )
+            && *(*idx).rd_indcollation == cols.thermos_collation
+            && cols.thermos_collation != pg_sys::InvalidOid
+            && pg_sys::get_collation_isdeterministic(cols.thermos_collation)
     }
 }
 
+/// # Safety
+/// `heap` and `idx` must be open, `cols` their attribute numbers.
 unsafe fn scan(
     heap: pg_sys::Relation,
     idx: pg_sys::Relation,
     cols: &[i16; 6],
     reg: &Registration<'_>,
 ) -> Probed {
+    // SAFETY: the scan, slot and snapshot are created and released here in
+    // order; slot values are read only for attributes up to `max`, which
+    // `slot_getsomeattrs_int` has deformed; text values are read in place
+    // while the slot still holds the tuple.
     unsafe {
         // What SPI does before a mutating statement: make this transaction's
         // earlier writes visible, then take the statement's snapshot.
@@ -165,7 +334,7 @@ unsafe fn scan(
                 && value(cols[3]) == reg.project_id.map(str::as_bytes)
                 && value(cols[4]) == Some(reg.job_type.as_bytes());
             match (same, value(cols[0])) {
-                (true, Some(id)) => Probed::Same(String::from_utf8_lossy(id).into_owned()),
+                (true, Some(id)) => Probed::Same(id.to_vec()),
                 _ => Probed::Different,
             }
         } else {

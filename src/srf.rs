@@ -66,16 +66,32 @@ impl Rows {
 }
 
 impl Rows {
-    /// Appends `tuple`, whose descriptor `desc` must match the expected
-    /// result column for column (same count, same types).
+    /// Appends SPI's current result, whose descriptor must match the
+    /// expected result column for column (same count, same types).
     ///
     /// # Safety
-    /// `desc` and `tuple` must be valid (e.g. SPI's current result).
-    pub unsafe fn put_tuple(
-        &self,
-        desc: pg_sys::TupleDesc,
-        tuple: pg_sys::HeapTuple,
-    ) -> Result<(), JobError> {
+    /// Must be called right after an SPI statement that returned rows, before
+    /// the next SPI call or `SPI_finish`.
+    pub unsafe fn put_spi_result(&self, rows: usize) -> Result<(), JobError> {
+        // SAFETY: SPI_tuptable holds the result of the statement just run,
+        // with at least `rows` tuples.
+        unsafe {
+            let table = pg_sys::SPI_tuptable;
+            if table.is_null() {
+                return Ok(());
+            }
+            let desc = (*table).tupdesc;
+            self.check_shape(desc)?;
+            for i in 0..rows {
+                pg_sys::tuplestore_puttuple((*self.rsinfo).setResult, *(*table).vals.add(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// `desc` must be a valid tuple descriptor.
+    unsafe fn check_shape(&self, desc: pg_sys::TupleDesc) -> Result<(), JobError> {
         unsafe {
             let want = (*self.rsinfo).setDesc;
             let n = (*want).natts as usize;
@@ -88,12 +104,30 @@ impl Rows {
                     .all(|(got, want)| got.atttypid == want.atttypid);
             if !same_shape {
                 return Err(JobError::Internal(
-                    "the getter's statement does not match the result columns".into(),
+                    "a read statement does not match the result columns".into(),
                 ));
             }
-            pg_sys::tuplestore_puttuple((*self.rsinfo).setResult, tuple);
         }
         Ok(())
+    }
+}
+
+/// The `TriggerData` of a trigger call.
+///
+/// # Safety
+/// `fcinfo` must be the current call's own `FunctionCallInfo`.
+pub unsafe fn trigger_data(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Result<*mut pg_sys::TriggerData, JobError> {
+    // SAFETY: `context` is either NULL or a Node.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
+            return Err(JobError::Internal(
+                "trigger function not called as a trigger".into(),
+            ));
+        }
+        Ok(context.cast())
     }
 }
 

@@ -14,9 +14,9 @@
 //!
 //! Why all upsert plans are prepared as mutating: a mutating SPI statement
 //! takes a fresh snapshot, so at READ COMMITTED the re-read after a lost race
-//! sees the winner's committed row. At REPEATABLE READ and SERIALIZABLE the
-//! server itself answers `ON CONFLICT DO NOTHING` against a row the snapshot
-//! cannot see with 40001, which is the retryable outcome the contract wants.
+//! sees the winner's committed row. At REPEATABLE READ and SERIALIZABLE a
+//! winner the snapshot cannot see ends in 40001, the retryable outcome; a
+//! winner hidden by row-level security ends in 23505, which is final.
 
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -24,32 +24,27 @@ use std::rc::Rc;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError, SpiTupleTable};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError};
 
 use crate::args::Registration;
 use crate::error::JobError;
 use crate::id::{self, JobClass};
 use crate::oids;
 use crate::probe::{self, Probed};
-use crate::srf::Rows;
+use crate::subxact;
+use crate::text;
 
 /// Lookups before giving up on a row that keeps vanishing between a lost
 /// insert race and the re-read (a concurrent delete); ends in 40001.
 const RACE_ATTEMPTS: usize = 3;
 
-const LOOKUP_SQL: &CStr =
-    c"SELECT j.job_id::pg_catalog.text, j.job_class, j.org_id, j.project_id, j.job_type \
+const LOOKUP_SQL: &CStr = c"SELECT j.job_id::pg_catalog.text, j.job_class::pg_catalog.text, \
+    j.org_id::pg_catalog.text, j.project_id::pg_catalog.text, j.job_type::pg_catalog.text \
     FROM apollo_jobs.jobs j WHERE j.thermos_job_id OPERATOR(pg_catalog.=) $1";
 
 const INSERT_SQL: &CStr = c"INSERT INTO apollo_jobs.jobs \
     (job_id, job_class, org_id, project_id, job_type, thermos_job_id) \
-    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thermos_job_id) DO NOTHING";
-
-const GETTER_SQL: &CStr =
-    c"SELECT v.job_id, v.job_class, v.org_id, v.project_id, v.job_type, v.thermos_job_id, \
-    v.created_at FROM apollo_jobs.visible_jobs v \
-    WHERE v.job_id OPERATOR(pg_catalog.=) $1 AND v.org_id OPERATOR(pg_catalog.=) $2 \
-    AND (v.project_id OPERATOR(pg_catalog.=) $3 OR (v.project_id IS NULL AND $3 IS NULL))";
+    VALUES ($1, $2, $3, $4, $5, $6)";
 
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
@@ -58,58 +53,56 @@ struct UpsertPlans {
     insert: OwnedPreparedStatement,
 }
 
-struct GetterPlan(OwnedPreparedStatement);
-
 /// Plans prepared against one relation, rebuilt when its OID changes.
-struct PlanCache<T: 'static> {
-    slot: RefCell<Option<(pg_sys::Oid, Rc<T>)>>,
+pub struct PlanCache<K: PartialEq + Copy + 'static, T: 'static> {
+    slot: RefCell<Option<(K, Rc<T>)>>,
 }
 
-impl<T> PlanCache<T> {
-    const fn new() -> Self {
+impl<K: PartialEq + Copy, T> PlanCache<K, T> {
+    pub const fn new() -> Self {
         Self {
             slot: RefCell::new(None),
         }
     }
 
-    /// The plans for relation `oid` (its current incarnation). Hands out an
+    /// The plans for `key` (e.g. the relation's current OID). Hands out an
     /// `Rc` so no borrow is held while a plan runs (a nested call from a
     /// trigger re-enters safely).
-    fn get(
+    pub fn get(
         &self,
-        oid: pg_sys::Oid,
-        client: &SpiClient<'_>,
-        prepare: fn(&SpiClient<'_>) -> Result<T, SpiError>,
+        key: K,
+        prepare: impl FnOnce() -> Result<T, JobError>,
     ) -> Result<Rc<T>, JobError> {
         if let Some((cached, plans)) = &*self.slot.borrow() {
-            if *cached == oid {
+            if *cached == key {
                 return Ok(Rc::clone(plans));
             }
         }
-        let plans = Rc::new(prepare(client).map_err(spi_failed)?);
-        *self.slot.borrow_mut() = Some((oid, Rc::clone(&plans)));
+        let plans = Rc::new(prepare()?);
+        *self.slot.borrow_mut() = Some((key, Rc::clone(&plans)));
         Ok(plans)
     }
 }
 
 thread_local! {
-    static UPSERT: PlanCache<UpsertPlans> = const { PlanCache::new() };
-    static GETTER: PlanCache<GetterPlan> = const { PlanCache::new() };
+    static UPSERT: PlanCache<pg_sys::Oid, UpsertPlans> = const { PlanCache::new() };
 }
 
-fn spi_failed(e: SpiError) -> JobError {
+pub fn spi_failed(e: SpiError) -> JobError {
     JobError::Internal(format!("SPI failed: {e}"))
 }
 
-fn prepare_upsert(client: &SpiClient<'_>) -> Result<UpsertPlans, SpiError> {
+fn prepare_upsert(client: &SpiClient<'_>) -> Result<UpsertPlans, JobError> {
     Ok(UpsertPlans {
-        lookup: client.prepare_mut(LOOKUP_SQL, &[TEXT])?.keep(),
-        insert: client.prepare_mut(INSERT_SQL, &[TEXT; 6])?.keep(),
+        lookup: client
+            .prepare_mut(LOOKUP_SQL, &[TEXT])
+            .map_err(spi_failed)?
+            .keep(),
+        insert: client
+            .prepare_mut(INSERT_SQL, &[TEXT; 6])
+            .map_err(spi_failed)?
+            .keep(),
     })
-}
-
-fn prepare_getter(client: &SpiClient<'_>) -> Result<GetterPlan, SpiError> {
-    Ok(GetterPlan(client.prepare(GETTER_SQL, &[TEXT; 3])?.keep()))
 }
 
 /// A fresh id, from this backend's generator.
@@ -119,19 +112,28 @@ pub fn mint(class: JobClass) -> Result<String, JobError> {
     id::mint(class, pid).map_err(|e| JobError::EntropyUnavailable(e.0))
 }
 
-/// Lookup-first get-or-create. Returns (job id, created).
+/// Refuses a write on a hot standby or in a read-only transaction with
+/// 25006, before anything would assign a transaction id.
+pub fn require_writable(what: &'static str) -> Result<(), JobError> {
+    // SAFETY: reads of the server's recovery state and a transaction flag.
+    let read_only = unsafe { pg_sys::RecoveryInProgress() || pg_sys::XactReadOnly };
+    if read_only {
+        Err(JobError::ReadOnly(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// Lookup-first get-or-create. Returns (job id bytes, created).
 ///
 /// The lookup is a direct index probe when the probe can answer (see
-/// `probe.rs`), else the kept SPI plan; a probe that finds nothing goes
-/// straight to the INSERT. A lost insert race is re-read through SPI.
-pub fn upsert(reg: &Registration<'_>) -> Result<(String, bool), JobError> {
-    let oids = oids::get();
-    let table = oids.jobs.ok_or(JobError::JobsTableMissing)?;
-    let probed = match oids.thermos_index {
-        // SAFETY: in a transaction; OIDs come from the catalog and are re-validated under lock.
-        Some(index) => unsafe { probe::lookup(table, index, reg) },
-        None => None,
-    };
+/// `probe.rs`), else the kept SPI plan; a lookup that finds nothing goes to
+/// the INSERT, run in a subtransaction (`subxact.rs`). An INSERT that loses
+/// a race (23505) is rolled back and re-read.
+pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
+    let table = oids::locked_jobs().ok_or(JobError::JobsTableMissing)?;
+    // SAFETY: in a transaction, with `table` locked by locked_jobs().
+    let probed = unsafe { probe::lookup(table, reg) };
     let mut skip_lookup = false;
     match probed {
         Some(Probed::Same(job_id)) => return Ok((job_id, false)),
@@ -140,7 +142,7 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(String, bool), JobError> {
         None => {}
     }
     Spi::connect_mut(|client| {
-        let plans = UPSERT.with(|cache| cache.get(table, client, prepare_upsert))?;
+        let plans = UPSERT.with(|cache| cache.get(table, || prepare_upsert(client)))?;
         for _ in 0..RACE_ATTEMPTS {
             if !std::mem::take(&mut skip_lookup) {
                 match lookup(client, &plans, reg)? {
@@ -149,6 +151,7 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(String, bool), JobError> {
                     Probed::Missing => {}
                 }
             }
+            require_writable("register a new job")?;
             let job_id = mint(reg.job_class)?;
             let args = [
                 DatumWithOid::from(job_id.as_str()),
@@ -158,20 +161,52 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(String, bool), JobError> {
                 DatumWithOid::from(reg.job_type),
                 DatumWithOid::from(reg.thermos_job_id),
             ];
-            let inserted = client
-                .update(&plans.insert, None, &args)
-                .map_err(spi_failed)?
-                .len();
-            if inserted == 1 {
-                return Ok((job_id, true));
+            let inserted = subxact::catching_unique_violation(|| {
+                client
+                    .update(&plans.insert, None, &args)
+                    .map(|table| table.len())
+            });
+            match inserted {
+                Some(Ok(1)) => return Ok((job_id.into_bytes(), true)),
+                Some(Ok(_)) => return Err(JobError::RegistrationSuppressed),
+                Some(Err(e)) => return Err(spi_failed(e)),
+                None => {}
             }
-            // Lost the race to a transaction that committed first: re-read.
+            // A unique violation: the thermos id is taken (or the violation
+            // came from an index being rebuilt). Re-read it; if this snapshot
+            // cannot see the row that holds it, say why.
+            match lookup(client, &plans, reg)? {
+                Probed::Same(job_id) => return Ok((job_id, false)),
+                Probed::Different => return Err(JobError::ThermosIdTaken),
+                Probed::Missing => {}
+            }
+            if rls_hides_rows(table) {
+                // Another tenant's registration, invisible to this caller: final.
+                return Err(JobError::ThermosIdTaken);
+            }
+            // SAFETY: reads the current transaction's isolation level.
+            if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+                // Committed after this transaction's snapshot was taken.
+                return Err(JobError::ConcurrentRegistration);
+            }
+            // READ COMMITTED: the winner was deleted in between; try again.
+            skip_lookup = true;
         }
         Err(JobError::ConcurrentRegistration)
     })
 }
 
-/// The SQL form of the lookup, for when the probe declines.
+/// True iff row-level security filters `table` for the current user.
+fn rls_hides_rows(table: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog read about a relation this transaction has locked.
+    unsafe {
+        pg_sys::check_enable_rls(table, pg_sys::InvalidOid, true)
+            == pg_sys::CheckEnableRlsResult::RLS_ENABLED as core::ffi::c_int
+    }
+}
+
+/// The SQL form of the lookup, for when the probe declines. Columns are read
+/// as bytes, whatever the database encoding.
 fn lookup(
     client: &SpiClient<'_>,
     plans: &UpsertPlans,
@@ -188,60 +223,18 @@ fn lookup(
         return Ok(Probed::Missing);
     }
     let row = table.first();
-    let same = column::<&str>(&row, 2)? == reg.job_class.as_str()
-        && column::<&str>(&row, 3)? == reg.org_id
-        && row.get::<&str>(4).map_err(spi_failed)? == reg.project_id
-        && column::<&str>(&row, 5)? == reg.job_type;
-    Ok(if same {
-        Probed::Same(column::<String>(&row, 1)?)
-    } else {
-        Probed::Different
+    let column = |ordinal: usize| -> Result<Option<&[u8]>, JobError> {
+        let datum = row.get_datum_by_ordinal(ordinal).map_err(spi_failed)?;
+        // SAFETY: every column of the statement is cast to text; the tuple
+        // table lives until the next SPI call or the end of this connection.
+        Ok(datum.map(|d| unsafe { text::bytes(d) }))
+    };
+    let same = column(2)? == Some(reg.job_class.as_str().as_bytes())
+        && column(3)? == Some(reg.org_id.as_bytes())
+        && column(4)? == reg.project_id.map(str::as_bytes)
+        && column(5)? == Some(reg.job_type.as_bytes());
+    Ok(match (same, column(1)?) {
+        (true, Some(id)) => Probed::Same(id.to_vec()),
+        _ => Probed::Different,
     })
-}
-
-/// The job if it is visible to (org_id, project_id); `None` otherwise.
-pub fn job_by_id(
-    job_id: &str,
-    org_id: &str,
-    project_id: Option<&str>,
-    rows: &Rows,
-) -> Result<(), JobError> {
-    let view = oids::get().visible_jobs.ok_or(JobError::JobsTableMissing)?;
-    Spi::connect(|client| {
-        let plan = GETTER.with(|cache| cache.get(view, client, prepare_getter))?;
-        if !id::is_valid(job_id.as_bytes()) {
-            return Ok(());
-        }
-        let args = [
-            DatumWithOid::from(job_id),
-            DatumWithOid::from(org_id),
-            DatumWithOid::from(project_id),
-        ];
-        let found = client
-            .select(&plan.0, Some(1), &args)
-            .map_err(spi_failed)?
-            .len();
-        if found == 0 {
-            return Ok(());
-        }
-        // The statement's columns are the function's result columns, type
-        // for type: hand SPI's tuple to the result set as it is, instead of
-        // decoding and re-encoding seven columns.
-        // SAFETY: SPI_tuptable holds the result of the statement just run,
-        // valid until the next SPI call or SPI_finish.
-        unsafe {
-            let table = pg_sys::SPI_tuptable;
-            rows.put_tuple((*table).tupdesc, *(*table).vals)
-        }
-    })
-}
-
-/// A NOT NULL column of the row the table is positioned on.
-fn column<T: IntoDatum + FromDatum>(
-    row: &SpiTupleTable<'_>,
-    ordinal: usize,
-) -> Result<T, JobError> {
-    row.get(ordinal)
-        .map_err(spi_failed)?
-        .ok_or_else(|| JobError::Internal(format!("column {ordinal} of apollo_jobs.jobs is null")))
 }

@@ -1,0 +1,282 @@
+//! The tenant-scoped reads: `job_by_id` and `list_jobs`.
+//!
+//! Why statements built per backend: their visibility filter names the host
+//! tables bound in `apollo_jobs.scopes` (see `scopes.rs`), so each statement
+//! is built from the bindings, prepared, kept, and built again when the jobs
+//! table is replaced or the bindings (or a bound table) change.
+//!
+//! Why one statement per listing shape: a keyset page must be an index range
+//! scan on `(org_id|project_id, created_at DESC, job_id DESC)` that stops
+//! after `page_size` rows. A single statement with `$n IS NULL OR …` branches
+//! would leave the generic plan unable to use the cursor as an index bound,
+//! so the scope (project / org's own jobs / org with its projects) and the
+//! presence of a cursor each select their own statement.
+//!
+//! Why the cursor is resolved first, in the same scope and under the same
+//! visibility filter: a cursor that is not a job of this listing — malformed,
+//! unknown, another tenant's, soft-deleted — gets one and the same 22023, so
+//! it never tells anything about data the caller cannot list.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+
+use crate::args;
+use crate::error::JobError;
+use crate::id;
+use crate::oids;
+use crate::scopes::{self, Binding};
+use crate::srf::Rows;
+use crate::store::spi_failed;
+
+const COLUMNS: &str = "j.job_id::apollo_jobs.job_id, j.job_class::pg_catalog.text, \
+    j.org_id::pg_catalog.text, j.project_id::pg_catalog.text, j.job_type::pg_catalog.text, \
+    j.thermos_job_id::pg_catalog.text, j.created_at::pg_catalog.timestamptz";
+
+/// Largest page `list_jobs` returns.
+pub const PAGE_MAX: i32 = 1000;
+
+/// Which jobs a listing covers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Scope {
+    /// One project's jobs (of the given org).
+    Project,
+    /// The org's own (org-class) jobs.
+    Org,
+    /// The org's own jobs and those of its visible projects.
+    OrgWithProjects,
+}
+
+impl Scope {
+    fn predicate(self) -> &'static str {
+        match self {
+            Scope::Project => {
+                "j.project_id OPERATOR(pg_catalog.=) $2 AND j.org_id OPERATOR(pg_catalog.=) $1"
+            }
+            Scope::Org => "j.org_id OPERATOR(pg_catalog.=) $1 AND j.project_id IS NULL",
+            Scope::OrgWithProjects => "j.org_id OPERATOR(pg_catalog.=) $1",
+        }
+    }
+}
+
+/// The statements, by what they do.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Statement {
+    Getter,
+    /// The cursor's (created_at, job_id), if it is a job of the listing.
+    Cursor(Scope),
+    /// A page: first (no cursor) or after a cursor.
+    Page(Scope, bool),
+}
+
+/// Parameters of every listing statement, in order: org_id, project_id,
+/// job_type, cursor created_at, cursor job_id, page size.
+const LIST_TYPES: [PgOid; 6] = [
+    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+    PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+];
+
+impl Statement {
+    fn sql(self, visibility: &str) -> String {
+        match self {
+            Statement::Getter => format!(
+                "SELECT {COLUMNS} FROM apollo_jobs.jobs j \
+                 WHERE j.job_id OPERATOR(pg_catalog.=) $1 AND j.org_id OPERATOR(pg_catalog.=) $2 \
+                 AND (j.project_id OPERATOR(pg_catalog.=) $3 OR (j.project_id IS NULL AND $3 IS NULL))\
+                 {visibility}"
+            ),
+            Statement::Cursor(scope) => format!(
+                "SELECT j.created_at::pg_catalog.timestamptz, j.job_id::pg_catalog.text \
+                 FROM apollo_jobs.jobs j \
+                 WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{visibility}",
+                scope.predicate()
+            ),
+            Statement::Page(scope, after) => format!(
+                "SELECT {COLUMNS} FROM apollo_jobs.jobs j WHERE {}\
+                 {} AND ($3 IS NULL OR j.job_type OPERATOR(pg_catalog.=) $3){visibility} \
+                 ORDER BY j.created_at DESC, j.job_id DESC LIMIT $6",
+                scope.predicate(),
+                if after {
+                    " AND (j.created_at, j.job_id) OPERATOR(pg_catalog.<) ($4, $5)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+
+    fn types(self) -> &'static [PgOid] {
+        match self {
+            Statement::Getter => &LIST_TYPES[..3],
+            Statement::Cursor(_) | Statement::Page(..) => &LIST_TYPES,
+        }
+    }
+}
+
+/// What the statements were built from: the jobs table and the bindings.
+struct Prepared {
+    key: (pg_sys::Oid, u64),
+    visibility: String,
+    plans: HashMap<Statement, Rc<OwnedPreparedStatement>>,
+}
+
+thread_local! {
+    static PREPARED: RefCell<Option<Prepared>> = const { RefCell::new(None) };
+}
+
+/// The kept plan of `statement`, built now if the table or the bindings
+/// changed since it was.
+fn plan(
+    client: &SpiClient<'_>,
+    statement: Statement,
+) -> Result<Rc<OwnedPreparedStatement>, JobError> {
+    let table = oids::locked_jobs().ok_or(JobError::JobsTableMissing)?;
+    let key = (table, scopes::generation());
+    let stale = PREPARED.with(|p| p.borrow().as_ref().is_none_or(|p| p.key != key));
+    if stale {
+        let bindings: Vec<Binding> = scopes::load()?;
+        let mut watched: Vec<pg_sys::Oid> = bindings.iter().map(|b| b.relation).collect();
+        watched.extend(oids::relation_oid(c"scopes"));
+        scopes::watch(watched);
+        // Loading the bindings may itself have processed invalidations.
+        let key = (table, scopes::generation());
+        let visibility = scopes::visibility(&bindings);
+        PREPARED.with(|p| {
+            *p.borrow_mut() = Some(Prepared {
+                key,
+                visibility,
+                plans: HashMap::new(),
+            })
+        });
+    }
+    if let Some(found) = PREPARED.with(|p| {
+        p.borrow()
+            .as_ref()
+            .and_then(|p| p.plans.get(&statement).cloned())
+    }) {
+        return Ok(found);
+    }
+    let sql = PREPARED.with(|p| {
+        p.borrow()
+            .as_ref()
+            .map(|p| statement.sql(&p.visibility))
+            .unwrap_or_default()
+    });
+    let prepared = Rc::new(
+        client
+            .prepare(sql.as_str(), statement.types())
+            .map_err(spi_failed)?
+            .keep(),
+    );
+    PREPARED.with(|p| {
+        if let Some(p) = p.borrow_mut().as_mut() {
+            p.plans.insert(statement, Rc::clone(&prepared));
+        }
+    });
+    Ok(prepared)
+}
+
+/// The job if it is visible to (org_id, project_id); no row otherwise.
+pub fn job_by_id(
+    job_id: &str,
+    org_id: &str,
+    project_id: Option<&str>,
+    rows: &Rows,
+) -> Result<(), JobError> {
+    Spi::connect(|client| {
+        let plan = plan(client, Statement::Getter)?;
+        if !id::is_valid(job_id.as_bytes()) {
+            return Ok(());
+        }
+        let args = [
+            DatumWithOid::from(job_id),
+            DatumWithOid::from(org_id),
+            DatumWithOid::from(project_id),
+        ];
+        let found = client
+            .select(&*plan, Some(1), &args)
+            .map_err(spi_failed)?
+            .len();
+        // SAFETY: right after the statement, before any other SPI call.
+        unsafe { rows.put_spi_result(found) }
+    })
+}
+
+/// The arguments of `list_jobs`, as SQL passed them.
+pub struct ListRequest<'a> {
+    pub org_id: Option<&'a str>,
+    pub project_id: Option<&'a str>,
+    pub include_project_jobs: Option<bool>,
+    pub job_type: Option<&'a str>,
+    pub starting_after: Option<&'a str>,
+    pub page_size: Option<i32>,
+}
+
+/// One page of a scope's jobs, newest first.
+pub fn list_jobs(request: &ListRequest<'_>, rows: &Rows) -> Result<(), JobError> {
+    let org_id = request.org_id.ok_or(JobError::NullArgument("org_id"))?;
+    let include = request
+        .include_project_jobs
+        .ok_or(JobError::NullArgument("include_project_jobs"))?;
+    let page_size = request
+        .page_size
+        .ok_or(JobError::NullArgument("page_size"))?;
+    if !(1..=PAGE_MAX).contains(&page_size) {
+        return Err(JobError::PageSize(page_size));
+    }
+    let scope = match (request.project_id, include) {
+        (Some(_), true) => return Err(JobError::ProjectJobsWithProject),
+        (Some(_), false) => Scope::Project,
+        (None, false) => Scope::Org,
+        (None, true) => Scope::OrgWithProjects,
+    };
+    if let Some(job_type) = request.job_type {
+        if !args::is_job_type(job_type.as_bytes()) {
+            return Err(JobError::InvalidJobType(job_type.to_string()));
+        }
+    }
+    Spi::connect(|client| {
+        let mut args = [
+            DatumWithOid::from(org_id),
+            DatumWithOid::from(request.project_id),
+            DatumWithOid::from(request.job_type),
+            DatumWithOid::from(None::<pgrx::datum::TimestampWithTimeZone>),
+            DatumWithOid::from(request.starting_after),
+            DatumWithOid::from(i64::from(page_size)),
+        ];
+        let after = match request.starting_after {
+            None => false,
+            Some(cursor) => {
+                if !id::is_valid(cursor.as_bytes()) {
+                    return Err(JobError::InvalidCursor);
+                }
+                let plan = plan(client, Statement::Cursor(scope))?;
+                let table = client.select(&*plan, Some(1), &args).map_err(spi_failed)?;
+                if table.is_empty() {
+                    return Err(JobError::InvalidCursor);
+                }
+                let created_at = table
+                    .first()
+                    .get::<pgrx::datum::TimestampWithTimeZone>(1)
+                    .map_err(spi_failed)?;
+                args[3] = DatumWithOid::from(created_at);
+                true
+            }
+        };
+        let plan = plan(client, Statement::Page(scope, after))?;
+        let found = client
+            .select(&*plan, None, &args)
+            .map_err(spi_failed)?
+            .len();
+        // SAFETY: right after the statement, before any other SPI call.
+        unsafe { rows.put_spi_result(found) }
+    })
+}
