@@ -30,6 +30,14 @@ mod tests {
         EXCEPTION WHEN OTHERS THEN
             RETURN SQLSTATE;
         END $$;
+        CREATE FUNCTION pg_temp.result_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
+        DECLARE r text;
+        BEGIN
+            EXECUTE statement INTO r;
+            RETURN r;
+        EXCEPTION WHEN OTHERS THEN
+            RETURN 'SQLSTATE ' || SQLSTATE;
+        END $$;
         CREATE FUNCTION pg_temp.error_text_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
         DECLARE m text; d text; h text;
         BEGIN
@@ -231,7 +239,7 @@ mod tests {
             sqlstate("SELECT apollo_jobs.create_jobs_table(orgs => 999999999::oid::regclass)"),
             "42P01"
         );
-        let tables: i64 = one("SELECT count(*) FROM pg_class WHERE relnamespace = 'apollo_jobs'::regnamespace AND relkind IN ('r', 'v')");
+        let tables: i64 = one("SELECT count(*) FROM pg_class WHERE relnamespace = 'apollo_jobs'::regnamespace AND relkind IN ('r', 'v') AND relname <> 'scopes'");
         assert_eq!(
             tables, 0,
             "a failed create_jobs_table left relations behind"
@@ -517,7 +525,7 @@ mod tests {
         );
         assert_eq!(
             checks,
-            "jobs_row_check CHECK (apollo_jobs.job_row_is_valid((job_id)::text, job_class, org_id, project_id, job_type, thermos_job_id))"
+            "jobs_row_check CHECK (apollo_jobs.job_row_is_valid(job_id, job_class, org_id, project_id, job_type, thermos_job_id))"
         );
     }
 
@@ -526,8 +534,8 @@ mod tests {
     #[pg_test]
     fn create_jobs_table_asks_for_the_update() {
         helpers();
-        run("ALTER EXTENSION apollo_jobs DROP FUNCTION apollo_jobs.job_row_is_valid(text, text, text, text, text, text)");
-        run("DROP FUNCTION apollo_jobs.job_row_is_valid(text, text, text, text, text, text)");
+        run("ALTER EXTENSION apollo_jobs DROP TABLE apollo_jobs.scopes");
+        run("DROP TABLE apollo_jobs.scopes");
         assert_eq!(sqlstate("SELECT apollo_jobs.create_jobs_table()"), "55000");
         assert!(error_text("SELECT apollo_jobs.create_jobs_table()")
             .contains("ALTER EXTENSION apollo_jobs UPDATE"));
@@ -657,12 +665,16 @@ mod tests {
                 .collect::<Vec<_>>()
         });
         let expected = [
+            ("bind_scopes", "v"),
             ("create_jobs_table", "v"),
             ("job_by_id", "s"),
             ("job_class_of", "i"),
             ("job_id_is_valid", "i"),
             ("job_row_is_valid", "i"),
+            ("jobs_refuse_update", "v"),
+            ("list_jobs", "s"),
             ("mint_job_id", "v"),
+            ("scopes_changed", "v"),
             ("upsert_job_by_thermos_id", "v"),
         ];
         let got: Vec<(&str, &str)> = rows
@@ -682,5 +694,511 @@ mod tests {
         upsert("wf-1", "org", "o1", None);
         assert_eq!(sqlstate("DROP EXTENSION apollo_jobs"), "2BP01");
         assert_eq!(jobs(), 1);
+    }
+
+    /// Runs `f` in a subtransaction that is rolled back afterwards (SPI
+    /// cannot run SAVEPOINT).
+    fn rolled_back<R>(f: impl FnOnce() -> R) -> R {
+        // SAFETY: begin/rollback pair around `f`, restoring the memory
+        // context and resource owner as PL/pgSQL does.
+        unsafe {
+            let context = pg_sys::CurrentMemoryContext;
+            let owner = pg_sys::CurrentResourceOwner;
+            pg_sys::BeginInternalSubTransaction(std::ptr::null());
+            pg_sys::MemoryContextSwitchTo(context);
+            let result = f();
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            result
+        }
+    }
+
+    /// Probe outcomes in this backend (test builds only).
+    #[pg_extern]
+    fn probe_answered() -> i64 {
+        crate::probe::counters::ANSWERED.with(std::cell::Cell::get)
+    }
+
+    /// The upsert with the probe on, then the same call with it off: the
+    /// answers (or SQLSTATEs) must be equal. Returns whether the probe
+    /// answered the first call.
+    fn probe_vs_sql(thermos: &str, class: &str, org: &str, project: Option<&str>) -> bool {
+        let call = format!(
+            "SELECT CASE WHEN created THEN 'created' ELSE job_id::text END FROM apollo_jobs.upsert_job_by_thermos_id('{thermos}', '{class}', '{org}', {}, 'batch_revoke')",
+            project.map_or("NULL".to_string(), |p| format!("'{p}'"))
+        );
+        let answer = |sql: &str| -> String {
+            Spi::get_one_with_args::<String>("SELECT pg_temp.result_of($1)", &[sql.into()])
+                .expect("result_of")
+                .unwrap_or_default()
+        };
+        let before: i64 = one("SELECT tests.probe_answered()");
+        // Each call in a subtransaction rolled back, so a new registration
+        // is new to both. The first runs with the current setting.
+        let on = rolled_back(|| answer(&call));
+        let answered = one::<i64>("SELECT tests.probe_answered()") > before;
+        let off = rolled_back(|| {
+            run("SET LOCAL apollo_jobs.enable_probe = off");
+            answer(&call)
+        });
+        assert_eq!(on, off, "probe and SQL path disagree on {thermos}");
+        answered
+    }
+
+    /// Table-driven: after each DDL a DBA may run, the probe either answers
+    /// (the table is as create_jobs_table() made it, up to names) or
+    /// declines, and the answer always equals the SQL path's.
+    #[pg_test]
+    fn probe_answers_only_when_it_equals_the_sql_path() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("untouched", "", true),
+            (
+                "renamed index",
+                "ALTER INDEX apollo_jobs.jobs_thermos_job_id_key RENAME TO some_other_name",
+                true,
+            ),
+            (
+                "swapped unique index",
+                "CREATE UNIQUE INDEX jobs_thermos_new ON apollo_jobs.jobs (thermos_job_id);
+                 ALTER TABLE apollo_jobs.jobs DROP CONSTRAINT jobs_thermos_job_id_key;
+                 ALTER TABLE apollo_jobs.jobs ADD CONSTRAINT jobs_thermos_job_id_key UNIQUE USING INDEX jobs_thermos_new",
+                true,
+            ),
+            (
+                "inheritance child holding archived rows",
+                "CREATE TABLE apollo_jobs.jobs_archive () INHERITS (apollo_jobs.jobs);
+                 INSERT INTO apollo_jobs.jobs_archive SELECT * FROM apollo_jobs.jobs WHERE thermos_job_id = 'wf-1';
+                 DELETE FROM ONLY apollo_jobs.jobs WHERE thermos_job_id = 'wf-1'",
+                false,
+            ),
+            (
+                "partitioned table",
+                "ALTER TABLE apollo_jobs.jobs RENAME TO jobs_old;
+                 ALTER INDEX apollo_jobs.jobs_thermos_job_id_key RENAME TO jobs_old_thermos_key;
+                 CREATE TABLE apollo_jobs.jobs (LIKE apollo_jobs.jobs_old INCLUDING DEFAULTS) PARTITION BY HASH (thermos_job_id);
+                 CREATE TABLE apollo_jobs.jobs_p0 PARTITION OF apollo_jobs.jobs FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+                 CREATE TABLE apollo_jobs.jobs_p1 PARTITION OF apollo_jobs.jobs FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+                 ALTER TABLE apollo_jobs.jobs ADD CONSTRAINT jobs_thermos_job_id_key UNIQUE (thermos_job_id);
+                 INSERT INTO apollo_jobs.jobs SELECT * FROM apollo_jobs.jobs_old",
+                false,
+            ),
+            (
+                "job_id retyped to name",
+                "ALTER TABLE apollo_jobs.jobs ALTER COLUMN job_id TYPE name",
+                false,
+            ),
+            (
+                "org_id retyped to varchar",
+                "ALTER TABLE apollo_jobs.jobs ALTER COLUMN org_id TYPE varchar(255)",
+                false,
+            ),
+            (
+                "unique index with another collation than the column's",
+                "ALTER TABLE apollo_jobs.jobs DROP CONSTRAINT jobs_thermos_job_id_key;
+                 CREATE UNIQUE INDEX jobs_thermos_c ON apollo_jobs.jobs (thermos_job_id COLLATE \"POSIX\")",
+                false,
+            ),
+            (
+                "deferrable unique constraint",
+                "ALTER TABLE apollo_jobs.jobs DROP CONSTRAINT jobs_thermos_job_id_key;
+                 ALTER TABLE apollo_jobs.jobs ADD CONSTRAINT jobs_thermos_job_id_key UNIQUE (thermos_job_id) DEFERRABLE",
+                false,
+            ),
+            (
+                "unique index on two columns",
+                "ALTER TABLE apollo_jobs.jobs DROP CONSTRAINT jobs_thermos_job_id_key;
+                 CREATE UNIQUE INDEX jobs_thermos_job_id_key ON apollo_jobs.jobs (job_type, thermos_job_id)",
+                false,
+            ),
+            (
+                "partial unique index",
+                "ALTER TABLE apollo_jobs.jobs DROP CONSTRAINT jobs_thermos_job_id_key;
+                 CREATE UNIQUE INDEX jobs_thermos_job_id_key ON apollo_jobs.jobs (thermos_job_id) WHERE job_type <> 'x'",
+                false,
+            ),
+            (
+                "row-level security",
+                "ALTER TABLE apollo_jobs.jobs ENABLE ROW LEVEL SECURITY;
+                 CREATE POLICY everything ON apollo_jobs.jobs USING (true);
+                 CREATE ROLE apollo_jobs_probe_rls;
+                 GRANT USAGE ON SCHEMA apollo_jobs TO apollo_jobs_probe_rls;
+                 GRANT SELECT, INSERT ON apollo_jobs.jobs TO apollo_jobs_probe_rls;
+                 GRANT USAGE ON SCHEMA tests TO apollo_jobs_probe_rls;
+                 SET LOCAL ROLE apollo_jobs_probe_rls",
+                false,
+            ),
+            ("probe switched off", "SET LOCAL apollo_jobs.enable_probe = off", false),
+        ];
+        for (name, ddl, answers) in cases {
+            rolled_back(|| probe_case(name, ddl, *answers));
+        }
+    }
+
+    fn probe_case(name: &str, ddl: &str, answers: bool) {
+        {
+            host();
+            let (org_id, _) = upsert("wf-1", "org", "o1", None);
+            let (project_id, _) = upsert("wf-2", "project", "o1", Some("p1"));
+            if !ddl.is_empty() {
+                run(ddl);
+            }
+            let probed = [
+                probe_vs_sql("wf-1", "org", "o1", None),
+                probe_vs_sql("wf-2", "project", "o1", Some("p1")),
+                probe_vs_sql("wf-2", "project", "o2", Some("p2")),
+                probe_vs_sql("wf-new", "org", "o2", None),
+            ];
+            if name != "probe switched off" {
+                // Echoes still give the registered ids, whichever path answered.
+                assert_eq!(upsert("wf-1", "org", "o1", None), (org_id, false), "{name}");
+                assert_eq!(
+                    upsert("wf-2", "project", "o1", Some("p1")),
+                    (project_id, false),
+                    "{name}"
+                );
+            }
+            assert!(
+                probed.iter().all(|p| *p == answers),
+                "{name}: probe answered {probed:?}, expected {answers}"
+            );
+        }
+    }
+
+    /// A BEFORE INSERT trigger that suppresses the row: a final 27000, not
+    /// an endless retry, and nothing written.
+    #[pg_test]
+    fn a_suppressed_insert_is_27000() {
+        host();
+        run("CREATE FUNCTION pg_temp.swallow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+             CREATE TRIGGER swallow BEFORE INSERT ON apollo_jobs.jobs FOR EACH ROW EXECUTE FUNCTION pg_temp.swallow()");
+        for probe in ["on", "off"] {
+            run(&format!("SET LOCAL apollo_jobs.enable_probe = {probe}"));
+            assert_eq!(
+                sqlstate("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-1', 'org', 'o1', NULL, 't')"),
+                "27000"
+            );
+        }
+        assert_eq!(jobs(), 0);
+    }
+
+    /// Another tenant's registration hidden by row-level security: 23505
+    /// (final, nothing of the row disclosed), never 40001.
+    #[pg_test]
+    fn a_conflict_hidden_by_row_level_security_is_23505() {
+        host();
+        let (hidden, _) = upsert("wf-1", "org", "o1", None);
+        run("CREATE ROLE apollo_jobs_rls_writer");
+        run("GRANT USAGE ON SCHEMA apollo_jobs TO apollo_jobs_rls_writer");
+        run("GRANT SELECT, INSERT ON apollo_jobs.jobs TO apollo_jobs_rls_writer");
+        run("GRANT SELECT ON host.orgs, host.projects TO apollo_jobs_rls_writer");
+        run("ALTER TABLE apollo_jobs.jobs ENABLE ROW LEVEL SECURITY");
+        run("CREATE POLICY read_o2 ON apollo_jobs.jobs FOR SELECT USING (org_id = 'o2')");
+        run("CREATE POLICY write_any ON apollo_jobs.jobs FOR INSERT WITH CHECK (true)");
+        run("SET LOCAL ROLE apollo_jobs_rls_writer");
+        for args in ["'wf-1', 'org', 'o2', NULL", "'wf-1', 'org', 'o1', NULL"] {
+            let call = format!("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id({args}, 't')");
+            assert_eq!(sqlstate(&call), "23505", "{call}");
+            assert!(!error_text(&call).contains(&hidden), "the hidden id leaked");
+        }
+        let (mine, created) = upsert("wf-2", "org", "o2", None);
+        assert!(created);
+        assert_eq!(upsert("wf-2", "org", "o2", None), (mine, false));
+        run("RESET ROLE");
+        assert_eq!(jobs(), 2);
+    }
+
+    /// Writes in a read-only transaction are 25006; reads and echoes work.
+    #[pg_test]
+    fn read_only_transactions_refuse_writes_only() {
+        host();
+        let (id, _) = upsert("wf-1", "org", "o1", None);
+        run("SET LOCAL transaction_read_only = on");
+        for probe in ["on", "off"] {
+            run(&format!("SET LOCAL apollo_jobs.enable_probe = {probe}"));
+            assert_eq!(upsert("wf-1", "org", "o1", None), (id.clone(), false));
+            assert_eq!(
+                sqlstate("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-new', 'org', 'o1', NULL, 't')"),
+                "25006"
+            );
+        }
+        assert_eq!(sqlstate("SELECT apollo_jobs.create_jobs_table()"), "25006");
+        assert_eq!(
+            sqlstate("SELECT apollo_jobs.bind_scopes('host.orgs')"),
+            "25006"
+        );
+        let seen: i64 = one(&format!(
+            "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o1')"
+        ));
+        assert_eq!(seen, 1);
+        let listed: i64 = one("SELECT count(*) FROM apollo_jobs.list_jobs('o1')");
+        assert_eq!(listed, 1);
+        let minted: String = one("SELECT apollo_jobs.mint_job_id('org')::text");
+        assert!(minted.starts_with("oj_"));
+    }
+
+    /// Registrations are immutable for every role, the owner included; the
+    /// documented escape hatch (disable the trigger) works for the owner.
+    #[pg_test]
+    fn updates_are_refused_with_an_escape_hatch() {
+        host();
+        upsert("wf-1", "org", "o1", None);
+        for update in [
+            "UPDATE apollo_jobs.jobs SET org_id = 'o2'",
+            "UPDATE apollo_jobs.jobs SET thermos_job_id = 'wf-9'",
+            "UPDATE apollo_jobs.jobs SET job_id = job_id",
+            "UPDATE apollo_jobs.jobs SET job_type = 'x' WHERE false",
+        ] {
+            assert_eq!(sqlstate(update), "0A000", "{update}");
+        }
+        run("ALTER TABLE apollo_jobs.jobs DISABLE TRIGGER jobs_immutable");
+        run("UPDATE apollo_jobs.jobs SET job_type = 'repaired'");
+        run("ALTER TABLE apollo_jobs.jobs ENABLE TRIGGER jobs_immutable");
+        let job_type: String = one("SELECT job_type FROM apollo_jobs.jobs");
+        assert_eq!(job_type, "repaired");
+    }
+
+    /// DROP EXTENSION ... CASCADE keeps every row, id, key and index of the table.
+    #[pg_test]
+    fn drop_extension_cascade_keeps_a_complete_table() {
+        host();
+        let (id, _) = upsert("wf-1", "org", "o1", None);
+        run("DROP EXTENSION apollo_jobs CASCADE");
+        let kept: String = one("SELECT job_id FROM apollo_jobs.jobs WHERE thermos_job_id = 'wf-1'");
+        assert_eq!(kept, id);
+        let constraints: String = one(
+            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass",
+        );
+        assert_eq!(
+            constraints,
+            "jobs_org_id_fkey,jobs_pkey,jobs_project_id_fkey,jobs_thermos_job_id_key"
+        );
+        let indexes: i64 =
+            one("SELECT count(*) FROM pg_index WHERE indrelid = 'apollo_jobs.jobs'::regclass");
+        assert_eq!(indexes, 4);
+    }
+
+    /// Soft-delete columns may be boolean (true or null = deleted) or a
+    /// timestamp (not null = deleted), per table; other types are refused.
+    #[pg_test]
+    fn bindings_take_boolean_or_timestamp_soft_deletes() {
+        host();
+        run("ALTER TABLE host.projects ADD COLUMN deleted_at timestamptz, ADD COLUMN note text, ADD COLUMN ref uuid");
+        run("SELECT apollo_jobs.bind_scopes('host.orgs', projects => 'host.projects', project_deleted => 'deleted_at')");
+        let (id, _) = upsert("wf-1", "project", "o1", Some("p1"));
+        let seen = || -> i64 {
+            one(&format!(
+                "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o1', 'p1')"
+            ))
+        };
+        assert_eq!(seen(), 1);
+        run("UPDATE host.projects SET deleted = true WHERE nano_id = 'p1'");
+        assert_eq!(
+            seen(),
+            1,
+            "deleted is no longer the project's soft-delete column"
+        );
+        run("UPDATE host.projects SET deleted_at = now() WHERE nano_id = 'p1'");
+        assert_eq!(seen(), 0);
+        run("UPDATE host.projects SET deleted_at = NULL WHERE nano_id = 'p1'");
+        run("ALTER TABLE host.orgs ALTER COLUMN deleted DROP NOT NULL");
+        run("UPDATE host.orgs SET deleted = NULL WHERE nano_id = 'o1'");
+        assert_eq!(
+            seen(),
+            0,
+            "a null boolean soft-delete column hides (fail closed)"
+        );
+        for (args, code) in [
+            (
+                "'host.orgs', projects => 'host.projects', project_deleted => 'note'",
+                "42804",
+            ),
+            ("'host.projects', org_key => 'ref'", "42804"),
+            ("'host.orgs', org_deleted => 'gone'", "42703"),
+            ("'host.orgs', org_key => NULL", "22004"),
+            ("999999999::oid::regclass", "42P01"),
+        ] {
+            assert_eq!(
+                sqlstate(&format!("SELECT apollo_jobs.bind_scopes({args})")),
+                code,
+                "{args}"
+            );
+        }
+    }
+
+    /// Host DDL that breaks a binding is reported by every read as 55000
+    /// naming the fix; a rebind repairs it; renames need nothing.
+    #[pg_test]
+    fn broken_bindings_say_so_and_rebinding_fixes_them() {
+        host();
+        let (id, _) = upsert("wf-1", "project", "o1", Some("p1"));
+        let getter = format!("SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o1', 'p1')");
+        let lister = "SELECT count(*) FROM apollo_jobs.list_jobs('o1', 'p1')";
+        run("ALTER TABLE host.projects RENAME TO projects_renamed");
+        assert_eq!(
+            one::<i64>(&getter),
+            1,
+            "a renamed host table keeps its binding"
+        );
+        run("ALTER TABLE host.projects_renamed DROP COLUMN deleted");
+        for read in [getter.as_str(), lister] {
+            assert_eq!(sqlstate(read), "55000", "{read}");
+            let text = error_text(read);
+            assert!(
+                text.contains("bind_scopes") && !text.contains("has not been created"),
+                "{text}"
+            );
+        }
+        run("SELECT apollo_jobs.bind_scopes('host.orgs', projects => 'host.projects_renamed', project_deleted => NULL)");
+        assert_eq!(one::<i64>(&getter), 1);
+        assert_eq!(one::<i64>(lister), 1);
+        run("DROP TABLE host.projects_renamed CASCADE");
+        assert_eq!(sqlstate(&getter), "55000");
+        assert!(error_text(&getter).contains("no longer exists"));
+    }
+
+    /// Host row-level security that hides a scope hides its jobs: the filter
+    /// fails closed.
+    #[pg_test]
+    fn the_getter_fails_closed_under_host_row_level_security() {
+        host();
+        let (org_job, _) = upsert("wf-1", "org", "o1", None);
+        let (project_job, _) = upsert("wf-2", "project", "o1", Some("p1"));
+        run("UPDATE host.orgs SET deleted = true WHERE nano_id = 'o1'");
+        run("CREATE ROLE apollo_jobs_host_rls");
+        run("GRANT USAGE ON SCHEMA apollo_jobs, host TO apollo_jobs_host_rls");
+        run("GRANT SELECT ON apollo_jobs.jobs, host.orgs, host.projects TO apollo_jobs_host_rls");
+        run("ALTER TABLE host.orgs ENABLE ROW LEVEL SECURITY");
+        run("CREATE POLICY live_only ON host.orgs USING (NOT deleted)");
+        run("SET LOCAL ROLE apollo_jobs_host_rls");
+        for (id, project) in [(&org_job, "NULL"), (&project_job, "'p1'")] {
+            let n: i64 = one(&format!(
+                "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o1', {project})"
+            ));
+            assert_eq!(n, 0, "{id}");
+        }
+        let listed: i64 =
+            one("SELECT count(*) FROM apollo_jobs.list_jobs('o1', include_project_jobs => true)");
+        assert_eq!(listed, 0);
+        run("RESET ROLE");
+    }
+
+    /// list_jobs: scope rules, order, filters, cursors and every error.
+    #[pg_test]
+    fn list_jobs_pages_a_scope_newest_first() {
+        host();
+        run("INSERT INTO host.projects VALUES ('p3', 'o1')");
+        for i in 0..12 {
+            let (class, project) = match i % 3 {
+                0 => ("org", None),
+                1 => ("project", Some("p1")),
+                _ => ("project", Some("p3")),
+            };
+            upsert(&format!("wf-{i:02}"), class, "o1", project);
+        }
+        upsert("wf-other", "org", "o2", None);
+        // Spread creation times (with the trigger off), two rows per instant.
+        run("ALTER TABLE apollo_jobs.jobs DISABLE TRIGGER jobs_immutable");
+        run("UPDATE apollo_jobs.jobs SET created_at = '2026-01-01'::timestamptz + (substr(thermos_job_id, 4)::int / 2) * interval '1 minute' WHERE org_id = 'o1'");
+        run("ALTER TABLE apollo_jobs.jobs ENABLE TRIGGER jobs_immutable");
+        let expected = |filter: &str| -> Vec<String> {
+            Spi::connect(|c| {
+                c.select(&format!("SELECT job_id FROM apollo_jobs.jobs WHERE org_id = 'o1' AND {filter} ORDER BY created_at DESC, job_id DESC"), None, &[])
+                    .expect("expected")
+                    .map(|r| r.get::<String>(1).expect("id").expect("id"))
+                    .collect()
+            })
+        };
+        let page = |args: &str| -> Vec<String> {
+            Spi::connect(|c| {
+                c.select(
+                    &format!("SELECT job_id::text FROM apollo_jobs.list_jobs({args})"),
+                    None,
+                    &[],
+                )
+                .expect("page")
+                .map(|r| r.get::<String>(1).expect("id").expect("id"))
+                .collect()
+            })
+        };
+        for (scope, filter) in [
+            ("'o1'", "project_id IS NULL"),
+            ("'o1', 'p1'", "project_id = 'p1'"),
+            ("'o1', include_project_jobs => true", "true"),
+        ] {
+            let want = expected(filter);
+            assert_eq!(page(&format!("{scope}, page_size => 100")), want, "{scope}");
+            // Pages of 3 through the scope: every job exactly once, in order.
+            let mut got = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let args = match &cursor {
+                    None => format!("{scope}, page_size => 3"),
+                    Some(c) => format!("{scope}, starting_after => '{c}', page_size => 3"),
+                };
+                let rows = page(&args);
+                if rows.is_empty() {
+                    break;
+                }
+                cursor = rows.last().cloned();
+                got.extend(rows);
+            }
+            assert_eq!(got, want, "{scope} paged");
+        }
+        // The job_type filter need not match the cursor's job.
+        let first = expected("true")[0].clone();
+        assert_eq!(
+            page(&format!("'o1', include_project_jobs => true, job_type => 'other', starting_after => '{first}'")),
+            Vec::<String>::new()
+        );
+        // A project of another org lists nothing; a soft-deleted project lists nothing.
+        assert!(page("'o2', 'p1'").is_empty());
+        run("UPDATE host.projects SET deleted = true WHERE nano_id = 'p3'");
+        assert!(page("'o1', 'p3'").is_empty());
+        assert_eq!(
+            page("'o1', include_project_jobs => true, page_size => 100").len(),
+            8
+        );
+        // Errors.
+        let foreign: String = one("SELECT job_id FROM apollo_jobs.jobs WHERE org_id = 'o2'");
+        let org_first = expected("project_id IS NULL")[0].clone();
+        let p3_job: String =
+            one("SELECT job_id FROM apollo_jobs.jobs WHERE project_id = 'p3' LIMIT 1");
+        let cursor_message =
+            error_text("SELECT * FROM apollo_jobs.list_jobs('o1', starting_after => 'bogus')");
+        for (args, code) in [
+            ("NULL", "22004"),
+            ("'o1', include_project_jobs => NULL", "22004"),
+            ("'o1', page_size => NULL", "22004"),
+            ("'o1', page_size => 0", "22023"),
+            ("'o1', page_size => 1001", "22023"),
+            ("'o1', 'p1', include_project_jobs => true", "22023"),
+            ("'o1', job_type => 'Bad Type'", "22023"),
+            ("'o1', starting_after => 'bogus'", "22023"),
+            (
+                "'o1', starting_after => 'oj_000000000000000000000'",
+                "22023",
+            ),
+            (&format!("'o1', starting_after => '{foreign}'"), "22023"),
+            (
+                &format!("'o1', 'p3', starting_after => '{p3_job}'"),
+                "22023",
+            ),
+            (
+                &format!("'o1', 'p1', starting_after => '{org_first}'"),
+                "22023",
+            ),
+        ] {
+            let call = format!("SELECT * FROM apollo_jobs.list_jobs({args})");
+            assert_eq!(sqlstate(&call), code, "{call}");
+            if args.contains("starting_after") {
+                assert_eq!(
+                    error_text(&call),
+                    cursor_message,
+                    "the cursor error differs: {call}"
+                );
+            }
+        }
+        assert_eq!(page("'o1', page_size => 1000").len(), 4);
     }
 }
