@@ -5,6 +5,6 @@ source "$(dirname "$0")/lib.sh"
 bash "$ROOT/tests/setup.sh"
 echo "demo: building and installing apollo_jobs (release)"
 install_extension
-cluster_start demo 5491
+cluster_start demo "$PORT_DEMO"
 trap 'cluster_stop demo' EXIT
 psql_q -d postgres -e -f "$ROOT/tests/demo.sql"

@@ -3,7 +3,7 @@
 # every job row, the FKs (and their cascade), the CHECKs, the dedup and the
 # soft-delete-aware getter must all survive.
 source "$(dirname "$0")/lib.sh"
-cluster_start dump_restore 5494
+cluster_start dump_restore "$PORT_DUMP_RESTORE"
 trap 'cluster_stop dump_restore' EXIT
 dump="$SCRATCH/dump_restore/jobs.dump"
 

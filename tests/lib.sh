@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the test, demo and benchmark scripts. Source it.
 #
 # Scratch clusters run as the `postgres` OS user (initdb refuses root), trust
@@ -9,9 +10,31 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+# shellcheck disable=SC2034  # used by the scripts that source this file
 PGXS_TEST=$(dirname "$("$PG_CONFIG" --pgxs 2>/dev/null || echo /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk)")/../test
 SCRATCH=${APOLLO_JOBS_SCRATCH:-/tmp/apollo_jobs}
 export PATH="$HOME/.cargo/bin:$PATH"
+
+# Ports of the scratch clusters, every one the scripts use (127.0.0.1 and a
+# unix socket in the cluster's directory). Stages run one after another and
+# each stops its clusters on exit, so stages may share a port (standby reuses
+# dump_restore's and stress's, environment reuses crash's); within one stage,
+# and for anything meant to run beside the suite (bench), ports must differ.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+{
+  PORT_UPGRADE=5490          # upgrade.sh
+  PORT_DEMO=5491             # demo.sh
+  PORT_PG_REGRESS=5492       # pg_regress/run.sh
+  PORT_ISOLATION=5493        # isolation/run.sh
+  PORT_DUMP_RESTORE=5494     # dump_restore.sh
+  PORT_STRESS=5495           # stress/run.sh
+  PORT_CRASH=5496            # crash/run.sh
+  PORT_CLIENTS=5497          # clients/run.sh
+  PORT_BENCH=5498            # bench/bench.sh, bench/profile.sh (BENCH_PORT overrides)
+  PORT_STANDBY_PRIMARY=5494  # standby/run.sh: the primary
+  PORT_STANDBY_REPLICA=5495  # standby/run.sh: the hot standby streaming from it
+  PORT_ENVIRONMENT=5496      # environment/run.sh
+}
 
 as_pg() { sudo -u postgres -- "$@"; }
 
@@ -36,6 +59,14 @@ cluster_start() {
   for o in "$@"; do opts+=" -c $o"; done
   as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w -t 60 start >/dev/null
   export PGHOST=$dir PGPORT=$port PGUSER=postgres
+}
+
+# cluster_restart NAME [VAR=VALUE...]: restarts the cluster in $SCRATCH/NAME
+# with its options (postmaster.opts) and VAR=VALUE added to the postmaster's
+# environment (sudo resets the caller's, so pass what the server should see).
+cluster_restart() {
+  local dir="$SCRATCH/$1"; shift
+  as_pg env "$@" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 restart >/dev/null
 }
 
 cluster_stop() {

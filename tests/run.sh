@@ -13,6 +13,8 @@ STAGES=(
   "upgrade|upgrade.sh"
   "pg_regress|pg_regress/run.sh"
   "dump_restore|dump_restore.sh"
+  "standby|standby/run.sh"
+  "environment|environment/run.sh"
   "isolation|isolation/run.sh"
   "stress|stress/run.sh"
   "crash|crash/run.sh"

@@ -28,7 +28,7 @@ for f in "$ROOT"/sql/apollo_jobs--*--*.sql; do
   [ -e "$extdir/$(basename "$f")" ] || fail "$(basename "$f") is not installed (cargo pgrx install copies sql/*--*--*.sql)"
 done
 
-cluster_start upgrade 5490
+cluster_start upgrade "$PORT_UPGRADE"
 q() { psql_q -At -d "$1" -c "$2"; }
 
 # Every member object of the extension with its definition and comment.

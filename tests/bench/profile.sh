@@ -13,7 +13,7 @@
 source "$(dirname "$0")/../lib.sh"
 BENCH=$ROOT/tests/bench
 variant=${1:?usage: profile.sh VARIANT [SECONDS]}; secs=${2:-6}
-PORT=${BENCH_PORT:-5498}
+PORT=${BENCH_PORT:-$PORT_BENCH}
 PGBIN=$SCRATCH/bench-pgroot$("$PG_CONFIG" --bindir)
 export PGHOST=$SCRATCH/bench PGPORT=$PORT PGUSER=postgres
 [ -f "$SCRATCH/bench/data/postmaster.pid" ] || { echo "no benchmark cluster: run with BENCH_KEEP=1 first" >&2; exit 1; }

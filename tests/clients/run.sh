@@ -11,7 +11,7 @@
 # packages (python_env, tests/requirements.txt). Exits non-zero if any suite fails.
 source "$(dirname "$0")/../lib.sh"
 HERE="$ROOT/tests/clients"
-PORT=5497
+PORT=$PORT_CLIENTS
 
 apt_install() {
   local missing=()

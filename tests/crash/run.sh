@@ -10,7 +10,7 @@ bash "$ROOT/tests/python_prereqs.sh"
 python_env
 db=apollo_jobs_crash
 
-cluster_start crash 5496 synchronous_commit=on max_connections=40
+cluster_start crash "$PORT_CRASH" synchronous_commit=on max_connections=40
 trap 'cluster_stop crash' EXIT
 psql_q -d postgres -c "CREATE DATABASE $db"
 status=0

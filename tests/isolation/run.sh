@@ -25,7 +25,7 @@ if [ ! -x "$tester" ] || [ ! -x "$(dirname "$tester")/isolationtester" ]; then
   exit 1
 fi
 
-cluster_start isolation 5493
+cluster_start isolation "$PORT_ISOLATION"
 trap 'cluster_stop isolation' EXIT
 psql_q -d postgres -c "CREATE DATABASE $db"
 psql_q -d "$db" -f "$here/schema.sql" >/dev/null

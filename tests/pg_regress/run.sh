@@ -7,7 +7,7 @@ here="$ROOT/tests/pg_regress"
 out="$SCRATCH/pg_regress-out"
 TESTS=(contract hostile_input search_path privileges tenant_isolation)
 
-cluster_start pg_regress 5492
+cluster_start pg_regress "$PORT_PG_REGRESS"
 trap 'cluster_stop pg_regress' EXIT
 rm -rf "$out"; mkdir -p "$out"; chmod 777 "$out"
 status=0

@@ -7,7 +7,7 @@ bash "$ROOT/tests/python_prereqs.sh"
 python_env
 db=apollo_jobs_stress
 
-cluster_start stress 5495 max_connections=60
+cluster_start stress "$PORT_STRESS" max_connections=60
 trap 'cluster_stop stress' EXIT
 psql_q -d postgres -c "CREATE DATABASE $db"
 status=0
