@@ -38,7 +38,7 @@ SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.
 SELECT apollo_jobs.create_jobs_table();
 \echo :LAST_ERROR_SQLSTATE
 \d apollo_jobs.jobs
-SELECT pg_get_viewdef('apollo_jobs.visible_jobs'::regclass);
+SELECT scope, relation, key_column, deleted_column FROM apollo_jobs.scopes ORDER BY scope;
 
 --
 -- mint_job_id / job_id_is_valid / job_class_of
@@ -139,8 +139,8 @@ VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'org_a', 'batch_revoke', 'wf-x', 'epo
 INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id, created_at)
 VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'project', 'org_a', 'batch_revoke', 'wf-x', 'epoch');
 \echo :LAST_ERROR_SQLSTATE
-INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id)
-VALUES ('oj_V1StGXR8Z5jdHi6BmyT2', 'org', 'org_a', 'batch_revoke', 'wf-x');
+INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id, created_at)
+VALUES ('oj_V1StGXR8Z5jdHi6BmyT2', 'org', 'org_a', 'batch_revoke', 'wf-x', 'epoch');
 \echo :LAST_ERROR_SQLSTATE
 INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id)
 VALUES ('oj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'org_a', 'batch_revoke', 'wf-1');
@@ -165,3 +165,24 @@ SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-b', 'org', 'org_b', NULL,
 DROP EXTENSION apollo_jobs;
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS jobs_after_refused_drop FROM apollo_jobs.jobs;
+
+-- list_jobs: counts per scope, and every argument error with its SQLSTATE
+SELECT count(*) AS org_b_own FROM apollo_jobs.list_jobs('org_b');
+SELECT count(*) AS org_b_all FROM apollo_jobs.list_jobs('org_b', include_project_jobs => true, page_size => 1000);
+SELECT count(*) AS org_b_all_rows FROM apollo_jobs.jobs WHERE org_id = 'org_b';
+-- org_a is soft-deleted above: none of its jobs are listed
+SELECT count(*) AS org_a_all FROM apollo_jobs.list_jobs('org_a', include_project_jobs => true, page_size => 1000);
+SELECT count(*) AS org_b_in_a FROM apollo_jobs.list_jobs('org_b', 'prj_a1');
+SELECT * FROM apollo_jobs.list_jobs(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.list_jobs('org_a', page_size => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.list_jobs('org_a', 'prj_a1', include_project_jobs => true);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.list_jobs('org_a', job_type => 'Not A Type');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.list_jobs('org_a', starting_after => 'oj_000000000000000000000');
+\echo :LAST_ERROR_SQLSTATE
+-- registrations are immutable
+UPDATE apollo_jobs.jobs SET job_type = 'renamed';
+\echo :LAST_ERROR_SQLSTATE

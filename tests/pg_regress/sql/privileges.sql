@@ -15,7 +15,6 @@ CREATE ROLE usage_only NOLOGIN;
 -- the documented grants for an application role
 GRANT USAGE ON SCHEMA apollo_jobs TO apollo_app;
 GRANT SELECT, INSERT ON apollo_jobs.jobs TO apollo_app;
-GRANT SELECT ON apollo_jobs.visible_jobs TO apollo_app;
 GRANT SELECT (nano_id, deleted) ON public.orgs, public.projects TO apollo_app;
 GRANT USAGE ON SCHEMA apollo_jobs TO usage_only;
 
