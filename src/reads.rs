@@ -5,6 +5,14 @@
 //! is built from the bindings, prepared, kept, and built again when the jobs
 //! table is replaced or the bindings (or a bound table) change.
 //!
+//! Why `list_jobs` runs with `enable_sort = off` (its declaration's SET
+//! clause): the planner underestimates how many of a project's jobs pass
+//! the org and visibility filters (they are correlated), and for a handful
+//! of estimated rows a bitmap scan plus a sort looks cheapest — for a
+//! project of a million jobs it would sort them all for every page. With
+//! sorting priced out, a page is always the index's own order, stopped
+//! after `page_size` rows.
+//!
 //! Why one statement per listing shape: a keyset page must be an index range
 //! scan on `(org_id|project_id, created_at DESC, job_id DESC)` that stops
 //! after `page_size` rows. A single statement with `$n IS NULL OR …` branches
@@ -54,8 +62,11 @@ pub enum Scope {
 impl Scope {
     fn predicate(self) -> &'static str {
         match self {
+            // The org condition is wrapped in IS TRUE so that it stays a
+            // filter: combined with the org index (a BitmapAnd) it would
+            // lose the project index's order and sort the whole project.
             Scope::Project => {
-                "j.project_id OPERATOR(pg_catalog.=) $2 AND j.org_id OPERATOR(pg_catalog.=) $1"
+                "j.project_id OPERATOR(pg_catalog.=) $2 AND (j.org_id OPERATOR(pg_catalog.=) $1) IS TRUE"
             }
             Scope::Org => "j.org_id OPERATOR(pg_catalog.=) $1 AND j.project_id IS NULL",
             Scope::OrgWithProjects => "j.org_id OPERATOR(pg_catalog.=) $1",
