@@ -34,6 +34,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
   PORT_STANDBY_PRIMARY=5494  # standby/run.sh: the primary
   PORT_STANDBY_REPLICA=5495  # standby/run.sh: the hot standby streaming from it
   PORT_ENVIRONMENT=5496      # environment/run.sh
+  PORT_LISTING=5490          # listing.sh
+  PORT_DIFFERENTIAL=5495     # differential/run.sh (reuses stress's)
 }
 
 as_pg() { sudo -u postgres -- "$@"; }
