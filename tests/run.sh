@@ -15,6 +15,7 @@ STAGES=(
   "dump_restore|dump_restore.sh"
   "standby|standby/run.sh"
   "environment|environment/run.sh"
+  "listing|listing.sh"
   "isolation|isolation/run.sh"
   "stress|stress/run.sh"
   "crash|crash/run.sh"
