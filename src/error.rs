@@ -297,6 +297,157 @@ fn echo(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    /// The five-character SQLSTATE of a code, e.g. `"23505"`.
+    fn sqlstate_text(code: PgSqlErrorCode) -> String {
+        let packed = code as i32;
+        (0..5)
+            .map(|i| char::from((((packed >> (6 * i)) & 0x3F) as u8) + b'0'))
+            .collect()
+    }
+
+    /// One value of every variant. The match below stops compiling when a
+    /// variant is added, so this list (and the README test) must follow.
+    fn every_variant() -> Vec<JobError> {
+        let all = vec![
+            JobError::NullArgument("a"),
+            JobError::NotUtf8("a"),
+            JobError::EmptyArgument("a"),
+            JobError::ArgumentTooLong {
+                arg: "a",
+                limit: 1,
+                actual: 2,
+            },
+            JobError::UnknownJobClass("x".into()),
+            JobError::ProjectIdForOrgJob,
+            JobError::ProjectIdMissing,
+            JobError::InvalidJobType("x".into()),
+            JobError::MalformedJobId("x".into()),
+            JobError::ThermosIdTaken,
+            JobError::ConcurrentRegistration,
+            JobError::JobsTableMissing,
+            JobError::JobsTableExists,
+            JobError::ExtensionNotUpdated,
+            JobError::NoSuchRelation(1),
+            JobError::NoSuchColumn {
+                table: "t".into(),
+                column: "c".into(),
+            },
+            JobError::KeyNotText {
+                table: "t".into(),
+                column: "c".into(),
+            },
+            JobError::NotSoftDelete {
+                table: "t".into(),
+                column: "c".into(),
+            },
+            JobError::BindingBroken {
+                scope: "org",
+                why: "w".into(),
+            },
+            JobError::ReadOnly("w"),
+            JobError::RegistrationSuppressed,
+            JobError::Immutable,
+            JobError::PageSize(0),
+            JobError::ProjectJobsWithProject,
+            JobError::InvalidCursor,
+            JobError::EntropyUnavailable("e".into()),
+            JobError::Internal("i".into()),
+        ];
+        for e in &all {
+            match e {
+                JobError::NullArgument(_)
+                | JobError::NotUtf8(_)
+                | JobError::EmptyArgument(_)
+                | JobError::ArgumentTooLong { .. }
+                | JobError::UnknownJobClass(_)
+                | JobError::ProjectIdForOrgJob
+                | JobError::ProjectIdMissing
+                | JobError::InvalidJobType(_)
+                | JobError::MalformedJobId(_)
+                | JobError::ThermosIdTaken
+                | JobError::ConcurrentRegistration
+                | JobError::JobsTableMissing
+                | JobError::JobsTableExists
+                | JobError::ExtensionNotUpdated
+                | JobError::NoSuchRelation(_)
+                | JobError::NoSuchColumn { .. }
+                | JobError::KeyNotText { .. }
+                | JobError::NotSoftDelete { .. }
+                | JobError::BindingBroken { .. }
+                | JobError::ReadOnly(_)
+                | JobError::RegistrationSuppressed
+                | JobError::Immutable
+                | JobError::PageSize(_)
+                | JobError::ProjectJobsWithProject
+                | JobError::InvalidCursor
+                | JobError::EntropyUnavailable(_)
+                | JobError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    /// SQLSTATEs a caller can get from the server itself, which the README
+    /// documents beside the extension's own: FK, CHECK/domain, privileges,
+    /// DROP EXTENSION, and the retryable ones.
+    const SERVER_SQLSTATES: [&str; 8] = [
+        "23503", "23514", "42501", "2BP01", "40P01", "55P03", "57014", "57P01",
+    ];
+
+    /// The README's error table lists exactly the SQLSTATEs the code raises
+    /// plus the documented server ones, each once.
+    #[test]
+    fn the_readme_error_table_matches_the_code() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Errors\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has an Errors section");
+        let mut listed = Vec::new();
+        for line in section.lines() {
+            let Some(cell) = line.strip_prefix("| ").and_then(|l| l.split('|').next()) else {
+                continue;
+            };
+            let code = cell.trim().trim_matches('`');
+            if code.len() == 5
+                && code.bytes().all(|b| b.is_ascii_alphanumeric())
+                && code != "SQLSTATE"
+            {
+                listed.push(code.to_string());
+            }
+        }
+        let unique: BTreeSet<String> = listed.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            listed.len(),
+            "a SQLSTATE is listed twice: {listed:?}"
+        );
+        let expected: BTreeSet<String> = every_variant()
+            .iter()
+            .map(|e| sqlstate_text(e.sqlstate()))
+            .chain(SERVER_SQLSTATES.iter().map(|s| s.to_string()))
+            .collect();
+        assert_eq!(unique, expected);
+    }
+
+    #[test]
+    fn sqlstate_text_unpacks_codes() {
+        assert_eq!(
+            sqlstate_text(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION),
+            "23505"
+        );
+        assert_eq!(
+            sqlstate_text(PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE),
+            "40001"
+        );
+        assert_eq!(
+            sqlstate_text(PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION),
+            "25006"
+        );
+    }
 
     #[test]
     fn echo_truncates_on_char_boundaries() {
