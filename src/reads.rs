@@ -150,6 +150,12 @@ fn plan(
     statement: Statement,
 ) -> Result<Rc<OwnedPreparedStatement>, JobError> {
     let table = oids::locked_jobs().ok_or(JobError::JobsTableMissing)?;
+    // Take in DDL committed since this transaction last looked (locking the
+    // jobs table does not if this transaction holds it already), so a
+    // binding broken meanwhile is found here and reported as such, before
+    // a kept plan is re-parsed against it.
+    // SAFETY: processes pending invalidation messages; callbacks only touch thread-locals.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
     let key = (table, scopes::generation());
     let stale = PREPARED.with(|p| p.borrow().as_ref().is_none_or(|p| p.key != key));
     if stale {
