@@ -276,9 +276,19 @@ unsafe fn index_fits(idx: pg_sys::Relation, table: pg_sys::Oid, cols: &Columns) 
                 std::ptr::null_mut(),
             )
             && *(*idx).rd_indcollation == cols.thermos_collation
-            && cols.thermos_collation != pg_sys::InvalidOid
-            && pg_sys::get_collation_isdeterministic(cols.thermos_collation)
+            && deterministic(cols.thermos_collation)
     }
+}
+
+/// True iff equality under `collation` is byte equality. The database's
+/// default collation and "C" always are (PostgreSQL refuses a
+/// nondeterministic default), which spares the syscache lookup on the hot
+/// path.
+fn deterministic(collation: pg_sys::Oid) -> bool {
+    collation == pg_sys::DEFAULT_COLLATION_OID
+        || collation == pg_sys::C_COLLATION_OID
+        // SAFETY: a syscache read of a collation OID taken from a live index.
+        || (collation != pg_sys::InvalidOid && unsafe { pg_sys::get_collation_isdeterministic(collation) })
 }
 
 /// # Safety
