@@ -63,6 +63,8 @@ pub enum JobError {
     ReadOnly(&'static str),
     /// 27000: a trigger or rule on apollo_jobs.jobs suppressed the registration's INSERT.
     RegistrationSuppressed,
+    /// 27000: a trigger or rule on apollo_jobs.jobs changed the registration's row.
+    RegistrationAltered,
     /// 0A000: an UPDATE of apollo_jobs.jobs (registrations are immutable).
     Immutable,
     /// 22023: `page_size` outside 1..=1000.
@@ -100,7 +102,9 @@ impl JobError {
             Self::KeyNotText { .. } | Self::NotSoftDelete { .. } => ERRCODE_DATATYPE_MISMATCH,
             Self::BindingBroken { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::ReadOnly(_) => ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            Self::RegistrationSuppressed => ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+            Self::RegistrationSuppressed | Self::RegistrationAltered => {
+                ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION
+            }
             Self::Immutable => ERRCODE_FEATURE_NOT_SUPPORTED,
             Self::PageSize(_) | Self::ProjectJobsWithProject | Self::InvalidCursor => {
                 ERRCODE_INVALID_PARAMETER_VALUE
@@ -150,6 +154,10 @@ impl JobError {
             Self::ReadOnly(what) => format!("cannot {what} in a read-only transaction"),
             Self::RegistrationSuppressed => {
                 "the registration was not stored: a trigger or rule on apollo_jobs.jobs suppressed the INSERT"
+                    .into()
+            }
+            Self::RegistrationAltered => {
+                "the registration was not stored: a trigger or rule on apollo_jobs.jobs changed the row"
                     .into()
             }
             Self::Immutable => "rows of apollo_jobs.jobs cannot be updated".into(),
@@ -202,6 +210,7 @@ impl JobError {
             | Self::KeyNotText { .. }
             | Self::BindingBroken { .. }
             | Self::RegistrationSuppressed
+            | Self::RegistrationAltered
             | Self::Immutable
             | Self::PageSize(_)
             | Self::ProjectJobsWithProject
@@ -231,8 +240,8 @@ impl JobError {
                 "Rebind the host tables with SELECT apollo_jobs.bind_scopes(orgs => ..., projects => ...).",
             ),
             Self::ReadOnly(_) => Some("Send writes to the primary server."),
-            Self::RegistrationSuppressed => Some(
-                "Check the triggers and rules on apollo_jobs.jobs; registrations must reach the table.",
+            Self::RegistrationSuppressed | Self::RegistrationAltered => Some(
+                "Check the triggers and rules on apollo_jobs.jobs; registrations must reach the table unchanged.",
             ),
             Self::Immutable => Some(
                 "Registrations are immutable. To repair a row, the table owner can disable trigger \
@@ -348,6 +357,7 @@ mod tests {
             },
             JobError::ReadOnly("w"),
             JobError::RegistrationSuppressed,
+            JobError::RegistrationAltered,
             JobError::Immutable,
             JobError::PageSize(0),
             JobError::ProjectJobsWithProject,
@@ -378,6 +388,7 @@ mod tests {
                 | JobError::BindingBroken { .. }
                 | JobError::ReadOnly(_)
                 | JobError::RegistrationSuppressed
+                | JobError::RegistrationAltered
                 | JobError::Immutable
                 | JobError::PageSize(_)
                 | JobError::ProjectJobsWithProject

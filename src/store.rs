@@ -27,7 +27,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError};
 
 use crate::args::Registration;
-use crate::error::JobError;
+use crate::error::{JobError, OrRaise};
 use crate::id::{self, JobClass};
 use crate::oids;
 use crate::probe::{self, Probed};
@@ -42,9 +42,13 @@ const LOOKUP_SQL: &CStr = c"SELECT j.job_id::pg_catalog.text, j.job_class::pg_ca
     j.org_id::pg_catalog.text, j.project_id::pg_catalog.text, j.job_type::pg_catalog.text \
     FROM apollo_jobs.jobs j WHERE j.thermos_job_id OPERATOR(pg_catalog.=) $1";
 
+/// The INSERT returns what it stored, so that a trigger or rule that
+/// changed the row is caught (the subtransaction is then rolled back).
 const INSERT_SQL: &CStr = c"INSERT INTO apollo_jobs.jobs \
     (job_id, job_class, org_id, project_id, job_type, thermos_job_id) \
-    VALUES ($1, $2, $3, $4, $5, $6)";
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    RETURNING job_id::pg_catalog.text, job_class::pg_catalog.text, org_id::pg_catalog.text, \
+    project_id::pg_catalog.text, job_type::pg_catalog.text, thermos_job_id::pg_catalog.text";
 
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
@@ -161,15 +165,29 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
                 DatumWithOid::from(reg.job_type),
                 DatumWithOid::from(reg.thermos_job_id),
             ];
+            let stored = [
+                Some(job_id.as_bytes()),
+                Some(reg.job_class.as_str().as_bytes()),
+                Some(reg.org_id.as_bytes()),
+                reg.project_id.map(str::as_bytes),
+                Some(reg.job_type.as_bytes()),
+                Some(reg.thermos_job_id.as_bytes()),
+            ];
             let inserted = subxact::catching_unique_violation(|| {
-                client
+                let table = client
                     .update(&plans.insert, None, &args)
-                    .map(|table| table.len())
+                    .map_err(spi_failed)
+                    .or_raise();
+                match table.len() {
+                    0 => false,
+                    // Raised inside the subtransaction, so the row goes with it.
+                    1 if returned_row_is(table, &stored).or_raise() => true,
+                    _ => JobError::RegistrationAltered.raise(),
+                }
             });
             match inserted {
-                Some(Ok(1)) => return Ok((job_id.into_bytes(), true)),
-                Some(Ok(_)) => return Err(JobError::RegistrationSuppressed),
-                Some(Err(e)) => return Err(spi_failed(e)),
+                Some(true) => return Ok((job_id.into_bytes(), true)),
+                Some(false) => return Err(JobError::RegistrationSuppressed),
                 None => {}
             }
             // A unique violation: the thermos id is taken (or the violation
@@ -194,6 +212,25 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
         }
         Err(JobError::ConcurrentRegistration)
     })
+}
+
+/// True iff the one row an INSERT … RETURNING gave back is `expected`,
+/// column for column, byte for byte.
+fn returned_row_is(
+    table: pgrx::spi::SpiTupleTable<'_>,
+    expected: &[Option<&[u8]>; 6],
+) -> Result<bool, JobError> {
+    let row = table.first();
+    for (i, want) in expected.iter().enumerate() {
+        let datum = row.get_datum_by_ordinal(i + 1).map_err(spi_failed)?;
+        // SAFETY: every returned column is cast to text; the tuple table
+        // lives until the next SPI call.
+        let got = datum.map(|d| unsafe { text::bytes(d) });
+        if got != *want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// True iff row-level security filters `table` for the current user.

@@ -882,6 +882,22 @@ mod tests {
         assert_eq!(jobs(), 0);
     }
 
+    /// A BEFORE INSERT trigger that changes the row (here: moves it to
+    /// another org) is caught: 27000, and the changed row is not stored.
+    #[pg_test]
+    fn an_altered_insert_is_27000() {
+        host();
+        run("CREATE FUNCTION pg_temp.move_org() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.org_id := 'o2'; RETURN NEW; END $$;
+             CREATE TRIGGER move_org BEFORE INSERT ON apollo_jobs.jobs FOR EACH ROW EXECUTE FUNCTION pg_temp.move_org()");
+        assert_eq!(
+            sqlstate("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-1', 'org', 'o1', NULL, 't')"),
+            "27000"
+        );
+        assert_eq!(jobs(), 0);
+        run("DROP TRIGGER move_org ON apollo_jobs.jobs");
+        assert!(upsert("wf-1", "org", "o1", None).1);
+    }
+
     /// Another tenant's registration hidden by row-level security: 23505
     /// (final, nothing of the row disclosed), never 40001.
     #[pg_test]
@@ -896,9 +912,15 @@ mod tests {
         run("CREATE POLICY read_o2 ON apollo_jobs.jobs FOR SELECT USING (org_id = 'o2')");
         run("CREATE POLICY write_any ON apollo_jobs.jobs FOR INSERT WITH CHECK (true)");
         run("SET LOCAL ROLE apollo_jobs_rls_writer");
-        for args in ["'wf-1', 'org', 'o2', NULL", "'wf-1', 'org', 'o1', NULL"] {
+        // A row it could read, on a thermos id taken by a row it cannot: 23505.
+        // A row it could not read back at all: the policies refuse it (42501).
+        for (args, code) in [
+            ("'wf-1', 'org', 'o2', NULL", "23505"),
+            ("'wf-1', 'org', 'o1', NULL", "42501"),
+            ("'wf-3', 'org', 'o1', NULL", "42501"),
+        ] {
             let call = format!("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id({args}, 't')");
-            assert_eq!(sqlstate(&call), "23505", "{call}");
+            assert_eq!(sqlstate(&call), code, "{call}");
             assert!(!error_text(&call).contains(&hidden), "the hidden id leaked");
         }
         let (mine, created) = upsert("wf-2", "org", "o2", None);
