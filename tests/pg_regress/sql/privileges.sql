@@ -50,8 +50,17 @@ SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('pv-1', 'org', 'org_b', NULL,
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM apollo_jobs.job_by_id(:'app_job', 'org_b');
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM apollo_jobs.list_jobs('org_b');
+\echo :LAST_ERROR_SQLSTATE
 SELECT apollo_jobs.create_jobs_table();
 \echo :LAST_ERROR_SQLSTATE
+SELECT apollo_jobs.bind_scopes('public.orgs');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- the application role lists its org's jobs
+SET ROLE apollo_app;
+SELECT count(*) > 0 AS app_lists FROM apollo_jobs.list_jobs('org_b');
 RESET ROLE;
 
 SELECT count(*) AS rows_for_pv FROM apollo_jobs.jobs WHERE thermos_job_id LIKE 'pv-%';
