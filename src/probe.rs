@@ -77,7 +77,7 @@ pub mod counters {
 pub unsafe fn lookup(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Probed> {
     // SAFETY: per this function's contract.
     let result = crate::guc::probe_enabled()
-        .then(|| unsafe { lookup_locked(table, reg) })
+        .then(|| unsafe { lookup_locked(table, reg, Snap::Statement) })
         .flatten();
     #[cfg(any(test, feature = "pg_test"))]
     {
@@ -91,9 +91,33 @@ pub unsafe fn lookup(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Probe
     result
 }
 
+/// Which snapshot a scan reads with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Snap {
+    /// What a mutating SQL statement would see now (the lookup).
+    Statement,
+    /// Everything committed so far, whatever this transaction's snapshot
+    /// (classifying a unique violation; no data is returned).
+    Latest,
+}
+
+/// Whether any committed row (visible to this transaction's snapshot or
+/// not, and whatever row-level security would show) holds
+/// `reg.thermos_job_id`. Used after a unique violation, only to tell "taken
+/// by a row this snapshot or policy hides" from "another unique index";
+/// nothing of the row is read. `None` when the table or index does not fit
+/// (see the module doc).
+///
 /// # Safety
 /// As `lookup`.
-unsafe fn lookup_locked(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Probed> {
+pub unsafe fn committed_row_exists(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<bool> {
+    // SAFETY: per this function's contract.
+    unsafe { lookup_locked(table, reg, Snap::Latest) }.map(|p| !matches!(p, Probed::Missing))
+}
+
+/// # Safety
+/// As `lookup`.
+unsafe fn lookup_locked(table: pg_sys::Oid, reg: &Registration<'_>, snap: Snap) -> Option<Probed> {
     // SAFETY: plain catalog checks on a locked relation; the relation is
     // opened without a further lock (the caller's lock is held to the end of
     // the transaction) and closed on every path that does not raise. An
@@ -101,13 +125,14 @@ unsafe fn lookup_locked(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Pr
     // reference, the scan, the slot and the snapshot through (sub)transaction
     // abort, as for any executor node.
     unsafe {
-        if pg_sys::pg_class_aclcheck(
-            table,
-            pg_sys::GetUserId(),
-            pg_sys::ACL_SELECT as pg_sys::AclMode,
-        ) != pg_sys::AclResult::ACLCHECK_OK
-            || pg_sys::check_enable_rls(table, pg_sys::InvalidOid, true)
-                == pg_sys::CheckEnableRlsResult::RLS_ENABLED as core::ffi::c_int
+        if snap == Snap::Statement
+            && (pg_sys::pg_class_aclcheck(
+                table,
+                pg_sys::GetUserId(),
+                pg_sys::ACL_SELECT as pg_sys::AclMode,
+            ) != pg_sys::AclResult::ACLCHECK_OK
+                || pg_sys::check_enable_rls(table, pg_sys::InvalidOid, true)
+                    == pg_sys::CheckEnableRlsResult::RLS_ENABLED as core::ffi::c_int)
         {
             return None;
         }
@@ -115,7 +140,7 @@ unsafe fn lookup_locked(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Pr
         let result = if table_fits(heap) {
             attnums(heap).and_then(|cols| {
                 let idx = open_index(heap, table, &cols)?;
-                let found = scan(heap, idx, &cols.attnums, reg);
+                let found = scan(heap, idx, &cols.attnums, reg, snap);
                 // Locks are kept to the end of the transaction, as the executor does.
                 pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
                 Some(found)
@@ -298,6 +323,7 @@ unsafe fn scan(
     idx: pg_sys::Relation,
     cols: &[i16; 6],
     reg: &Registration<'_>,
+    snap: Snap,
 ) -> Probed {
     // SAFETY: the scan, slot and snapshot are created and released here in
     // order; slot values are read only for attributes up to `max`, which
@@ -306,8 +332,14 @@ unsafe fn scan(
     unsafe {
         // What SPI does before a mutating statement: make this transaction's
         // earlier writes visible, then take the statement's snapshot.
-        pg_sys::CommandCounterIncrement();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        match snap {
+            Snap::Statement => {
+                pg_sys::CommandCounterIncrement();
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            // PushActiveSnapshot copies the static latest snapshot.
+            Snap::Latest => pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()),
+        }
         let snapshot = pg_sys::GetActiveSnapshot();
 
         let key_text = pgrx::varlena::rust_str_to_text_p(reg.thermos_job_id);

@@ -147,6 +147,7 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
     }
     Spi::connect_mut(|client| {
         let plans = UPSERT.with(|cache| cache.get(table, || prepare_upsert(client)))?;
+        let mut last_violation = None;
         for _ in 0..RACE_ATTEMPTS {
             if !std::mem::take(&mut skip_lookup) {
                 match lookup(client, &plans, reg)? {
@@ -185,30 +186,42 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
                     _ => JobError::RegistrationAltered.raise(),
                 }
             });
-            match inserted {
-                Some(true) => return Ok((job_id.into_bytes(), true)),
-                Some(false) => return Err(JobError::RegistrationSuppressed),
-                None => {}
-            }
-            // A unique violation: the thermos id is taken (or the violation
-            // came from an index being rebuilt). Re-read it; if this snapshot
-            // cannot see the row that holds it, say why.
+            let violation = match inserted {
+                Ok(true) => return Ok((job_id.into_bytes(), true)),
+                Ok(false) => return Err(JobError::RegistrationSuppressed),
+                Err(violation) => violation,
+            };
+            // A unique violation. Re-read the thermos id: a concurrent
+            // registration that won (or a row an index being rebuilt
+            // reported) answers as any lookup.
             match lookup(client, &plans, reg)? {
                 Probed::Same(job_id) => return Ok((job_id, false)),
                 Probed::Different => return Err(JobError::ThermosIdTaken),
                 Probed::Missing => {}
             }
-            if rls_hides_rows(table) {
-                // Another tenant's registration, invisible to this caller: final.
-                return Err(JobError::ThermosIdTaken);
-            }
-            // SAFETY: reads the current transaction's isolation level.
-            if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            // This snapshot or policy cannot see a row holding it. Ask the
+            // index whether one was committed at all.
+            // SAFETY: in a transaction, with `table` locked by locked_jobs().
+            let taken = unsafe { probe::committed_row_exists(table, reg) };
+            let repeatable =
+                // SAFETY: reads the current transaction's isolation level.
+                unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+            match taken {
+                // Another unique index of the table refused the row: its
+                // error is the answer.
+                Some(false) => (*violation).rethrow(),
+                // Another tenant's registration, hidden by row-level security: final.
+                _ if rls_hides_rows(table) => return Err(JobError::ThermosIdTaken),
                 // Committed after this transaction's snapshot was taken.
-                return Err(JobError::ConcurrentRegistration);
+                _ if repeatable => return Err(JobError::ConcurrentRegistration),
+                // READ COMMITTED: the winner was deleted in between; try again.
+                _ => last_violation = Some(violation),
             }
-            // READ COMMITTED: the winner was deleted in between; try again.
             skip_lookup = true;
+        }
+        // Still refused after every attempt: the last violation stands.
+        if let Some(violation) = last_violation {
+            (*violation).rethrow();
         }
         Err(JobError::ConcurrentRegistration)
     })

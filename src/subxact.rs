@@ -16,10 +16,11 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
 
-/// Runs `f` in a subtransaction. `Some(result)` when it completed (the
-/// subtransaction is committed into the current one); `None` when it raised
-/// `unique_violation` (rolled back). Other errors are re-raised.
-pub fn catching_unique_violation<R>(f: impl FnOnce() -> R) -> Option<R> {
+/// Runs `f` in a subtransaction. `Ok(result)` when it completed (the
+/// subtransaction is committed into the current one); `Err(error)` when it
+/// raised `unique_violation` (rolled back; the error can be re-raised as it
+/// was). Other errors are re-raised.
+pub fn catching_unique_violation<R>(f: impl FnOnce() -> R) -> Result<R, Box<CaughtError>> {
     // SAFETY: the saved context and resource owner are restored on both
     // paths, as PL/pgSQL's exception blocks do; the subtransaction is
     // released or rolled back before this function returns or re-raises.
@@ -47,11 +48,11 @@ pub fn catching_unique_violation<R>(f: impl FnOnce() -> R) -> Option<R> {
         // SAFETY: `f` returned normally inside the subtransaction begun above.
         unsafe { pg_sys::ReleaseCurrentSubTransaction() };
         restore();
-        Some(result)
+        Ok(result)
     }))
-    .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |_| {
+    .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |error| {
         rollback();
-        None
+        Err(Box::new(error))
     })
     .catch_others(|error: CaughtError| {
         rollback();

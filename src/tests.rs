@@ -882,6 +882,26 @@ mod tests {
         assert_eq!(jobs(), 0);
     }
 
+    /// A unique index of the DBA's own (one job per org and type) refuses a
+    /// registration: its own 23505 is the answer, never a 40001 that a
+    /// retry cannot cure (REPEATABLE READ: tests/pg_regress/sql/contract.sql).
+    #[pg_test]
+    fn another_unique_index_answers_with_its_own_violation() {
+        host();
+        run("CREATE UNIQUE INDEX jobs_one_per_type ON apollo_jobs.jobs (org_id, job_type)");
+        upsert("wf-1", "org", "o1", None);
+        let call = "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-2', 'org', 'o1', NULL, 'batch_revoke')";
+        for probe in ["on", "off"] {
+            let (state, text) = rolled_back(|| {
+                run(&format!("SET LOCAL apollo_jobs.enable_probe = {probe}"));
+                (sqlstate(call), error_text(call))
+            });
+            assert_eq!(state, "23505", "probe {probe}");
+            assert!(text.contains("jobs_one_per_type"), "{text}");
+        }
+        assert_eq!(jobs(), 1);
+    }
+
     /// A BEFORE INSERT trigger that changes the row (here: moves it to
     /// another org) is caught: 27000, and the changed row is not stored.
     #[pg_test]

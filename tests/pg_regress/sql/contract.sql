@@ -183,6 +183,16 @@ SELECT * FROM apollo_jobs.list_jobs('org_a', job_type => 'Not A Type');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM apollo_jobs.list_jobs('org_a', starting_after => 'oj_000000000000000000000');
 \echo :LAST_ERROR_SQLSTATE
+-- a unique index of the DBA's own refuses a registration: its 23505, at
+-- every isolation level (not a 40001 that no retry cures)
+CREATE UNIQUE INDEX jobs_one_per_class ON apollo_jobs.jobs (org_id, job_class);
+SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-dup-class', 'org', 'org_b', NULL, 'batch_revoke');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-dup-class', 'org', 'org_b', NULL, 'batch_revoke');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+DROP INDEX apollo_jobs.jobs_one_per_class;
 -- registrations are immutable
 UPDATE apollo_jobs.jobs SET job_type = 'renamed';
 \echo :LAST_ERROR_SQLSTATE
