@@ -3,9 +3,12 @@
 # on 127.0.0.1:5497 (and its unix socket) with the installed release build.
 #   liquibase  the DBA's migration (liquibase/changelog) applied and rolled
 #              back by the Liquibase that npm's liquibase@4.28.1 ships
-#   node       the API's create/poll endpoints over node-postgres, and the
-#              checks that PRISMA.md shows the same SQL, model and mapping
-#   python     the same endpoints over psycopg 3
+#   node       the API's create/poll/list endpoints over node-postgres, its
+#              SQLSTATE -> HTTP mapping against real server states (read-only,
+#              lock/statement timeouts, terminated sessions, deadlocks), and
+#              the checks that PRISMA.md shows the same SQL, model and mapping
+#   python     the same endpoints over psycopg 3, with the reconnect after a
+#              terminated session
 # Installs what it needs (idempotent): a Java runtime and Node.js if missing,
 # the pinned npm packages (npm ci from package-lock.json), the pinned Python
 # packages (python_env, tests/requirements.txt). Exits non-zero if any suite fails.

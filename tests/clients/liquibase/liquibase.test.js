@@ -7,7 +7,8 @@
 // the objects, the functions -> rollback-count refused while rows exist, and
 // nothing changed -> rollback-count with apollo_jobs.force_drop=true -> the
 // database is the snapshot again -> update again -> rollback-count of an
-// empty table needs no force -> the snapshot again.
+// empty table needs no force -> the snapshot again; a DBA's view over the
+// table stops the rollback (no CASCADE) instead of being dropped with it.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -127,7 +128,7 @@ describe('Liquibase changelog for apollo_jobs', () => {
     assert.equal((await q("SELECT count(*)::int AS n FROM public.databasechangelog WHERE id = 'apollo-jobs-1'"))[0].n, 1);
   });
 
-  it('the extension, the table with FKs to the host tables, and the view exist', async () => {
+  it('the extension, the table with FKs to the host tables, and the scope bindings exist', async () => {
     assert.deepEqual(await q("SELECT extname, extversion FROM pg_catalog.pg_extension WHERE extname = 'apollo_jobs'"),
       [{ extname: 'apollo_jobs', extversion: VERSION }]);
     const fks = await q(`SELECT conname, confrelid::regclass::text AS target FROM pg_catalog.pg_constraint
@@ -136,7 +137,18 @@ describe('Liquibase changelog for apollo_jobs', () => {
       { conname: 'jobs_org_id_fkey', target: 'orgs' },
       { conname: 'jobs_project_id_fkey', target: 'projects' },
     ]);
-    assert.deepEqual(await q("SELECT pg_catalog.to_regclass('apollo_jobs.visible_jobs')::text AS v"), [{ v: 'apollo_jobs.visible_jobs' }]);
+    // the reads filter by bindings (rows), not by a view
+    assert.deepEqual(await q(`SELECT scope, relation::text AS relation, key_column::text AS key, deleted_column::text AS deleted
+                              FROM apollo_jobs.scopes ORDER BY scope`), [
+      { scope: 'org', relation: 'orgs', key: 'nano_id', deleted: 'deleted' },
+      { scope: 'project', relation: 'projects', key: 'nano_id', deleted: 'deleted' },
+    ]);
+    assert.deepEqual(await q("SELECT pg_catalog.to_regclass('apollo_jobs.visible_jobs')::text AS v"), [{ v: null }]);
+    assert.deepEqual(await q(`SELECT c.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
+                              WHERE x.indrelid = 'apollo_jobs.jobs'::regclass ORDER BY 1`), [
+      { relname: 'jobs_org_listing_idx' }, { relname: 'jobs_pkey' },
+      { relname: 'jobs_project_listing_idx' }, { relname: 'jobs_thermos_job_id_key' },
+    ]);
   });
 
   it('the functions work on the migrated database', async () => {
@@ -147,6 +159,13 @@ describe('Liquibase changelog for apollo_jobs', () => {
     assert.deepEqual(again, { job_id: first.job_id, created: false });
     const got = await q('SELECT thermos_job_id FROM apollo_jobs.job_by_id($1, $2, $3)', [first.job_id, 'org_acme', 'prj_acme_web']);
     assert.deepEqual(got, [{ thermos_job_id: 'wf-lq-1' }]);
+    const listed = await q('SELECT job_id::text FROM apollo_jobs.list_jobs(org_id => $1, project_id => $2)', ['org_acme', 'prj_acme_web']);
+    assert.deepEqual(listed, [{ job_id: first.job_id }]);
+    // soft-deleting the project hides the job from both reads
+    await db.query("UPDATE public.projects SET deleted = true WHERE nano_id = 'prj_acme_web'");
+    assert.deepEqual(await q('SELECT job_id FROM apollo_jobs.job_by_id($1, $2, $3)', [first.job_id, 'org_acme', 'prj_acme_web']), []);
+    assert.deepEqual(await q('SELECT job_id FROM apollo_jobs.list_jobs(org_id => $1, project_id => $2)', ['org_acme', 'prj_acme_web']), []);
+    await db.query("UPDATE public.projects SET deleted = false WHERE nano_id = 'prj_acme_web'");
     await q("SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-lq-2', 'org', 'org_umbrella', NULL, 'batch_revoke')");
   });
 
@@ -170,6 +189,21 @@ describe('Liquibase changelog for apollo_jobs', () => {
     mustSucceed('update');
     assert.equal((await changesetApplied()).length, 1);
     assert.equal((await q('SELECT count(*)::int AS n FROM apollo_jobs.jobs'))[0].n, 0);
+    mustSucceed('rollback-count', '--count=1');
+    await assertAsBefore(baseline);
+  });
+
+  it('a view of the DBA\'s over apollo_jobs.jobs stops the rollback (no CASCADE), changing nothing', async () => {
+    mustSucceed('update');
+    await db.query('CREATE VIEW public.job_report AS SELECT org_id, count(*) AS jobs FROM apollo_jobs.jobs GROUP BY org_id');
+    const r = liquibase('rollback-count', '--count=1');
+    assert.notEqual(r.status, 0, r.out);
+    assert.match(r.out, /cannot drop table apollo_jobs\.jobs because other objects depend on it/);
+    assert.deepEqual(await q("SELECT pg_catalog.to_regclass('public.job_report')::text AS v"), [{ v: 'job_report' }]);
+    assert.deepEqual(await q("SELECT extname FROM pg_catalog.pg_extension WHERE extname = 'apollo_jobs'"), [{ extname: 'apollo_jobs' }]);
+    assert.equal((await changesetApplied()).length, 1);
+    assert.deepEqual(await q('SELECT locked FROM public.databasechangeloglock'), [{ locked: false }]);
+    await db.query('DROP VIEW public.job_report');
     mustSucceed('rollback-count', '--count=1');
     await assertAsBefore(baseline);
   });

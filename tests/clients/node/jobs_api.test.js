@@ -1,28 +1,49 @@
 'use strict';
 // The example API (jobs_api.js) over HTTP on 127.0.0.1, against the scratch
-// cluster: create/poll, dedup under concurrency, and the SQLSTATE -> HTTP
-// mapping with real errors from the extension.
+// cluster: create/poll/list, dedup under concurrency, and the SQLSTATE -> HTTP
+// mapping with real errors from the extension and from the server (read-only
+// transactions, lock and statement timeouts, terminated sessions, deadlocks).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Client } = require('pg');
-const { createServer, errorResponse, STATUS_BY_SQLSTATE } = require('./jobs_api');
-const { UPSERT_JOB, JOB_BY_ID } = require('./sql');
-const { freshDatabase, withClient, pool, waitFor } = require('./db');
+const {
+  createServer, createPool, errorResponse, queryWithRetry, createJob, statusOf,
+  STATUS_BY_SQLSTATE, STATUS_BY_SQLSTATE_CLASS, RETRY_SQLSTATES,
+} = require('./jobs_api');
+const { UPSERT_JOB, JOB_BY_ID, LIST_JOBS } = require('./sql');
+const { freshDatabase, withClient, waitFor } = require('./db');
 
 const DB = 'node_api';
 const DB_NO_TABLE = 'node_api_no_table';
+const DB_BROKEN = 'node_api_broken_binding';
 const JOB_ID = /^(oj|pj)_[0-9A-Za-z]{21}$/;
 
 const pools = [];
 const servers = [];
 const retries = { rc: [], rr: [], rr1: [] };
+const poolErrors = {}; // application_name -> errors the pool's 'error' listener saw
+const answered = {}; // application_name -> [{ status, sqlstate }] as the server logged them
 
-/** Starts the API over a pool for `user`; returns its base URL. */
-async function startApi(user, database, options = {}, max = 10) {
-  const db = pool(user, database, max);
+/**
+ * Starts the API over a pool (jobs_api.createPool, with its 'error' listener)
+ * for `user`; returns its base URL. `config` adds node-postgres connection
+ * settings (e.g. options: '-c lock_timeout=200'); every API gets its own
+ * application_name, so a test can find its sessions in pg_stat_activity.
+ */
+let apiCount = 0;
+async function startApi(user, database, options = {}, max = 10, config = {}) {
+  const name = config.application_name ?? `node_api_${++apiCount}`;
+  poolErrors[name] = [];
+  answered[name] = [];
+  const db = createPool({ user, database, max, application_name: name, ...config }, {
+    onError: (err) => poolErrors[name].push(err),
+  });
   pools.push(db);
-  const server = createServer(db, options);
+  const server = createServer(db, {
+    ...options,
+    log: (r) => answered[name].push({ status: r.status, sqlstate: r.sqlstate ?? null }),
+  });
   servers.push(server);
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return `http://127.0.0.1:${server.address().port}`;
@@ -44,6 +65,12 @@ const get = (base, jobId, orgId, projectId) => {
   if (projectId !== undefined) q.set('project_id', projectId);
   return call(base, 'GET', `/v1/jobs/${encodeURIComponent(jobId)}?${q}`);
 };
+/** GET /v1/jobs with these query parameters (undefined ones left out). */
+const list = (base, params) => {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, v);
+  return call(base, 'GET', `/v1/jobs?${q}`);
+};
 
 const orgJob = (thermos, overrides = {}) => ({
   thermos_job_id: thermos, job_class: 'org', org_id: 'org_acme', project_id: null, job_type: 'batch_revoke', ...overrides,
@@ -52,20 +79,27 @@ const projectJob = (thermos, overrides = {}) => ({
   thermos_job_id: thermos, job_class: 'project', org_id: 'org_acme', project_id: 'prj_acme_web', job_type: 'batch_revoke', ...overrides,
 });
 
+const asPostgres = (fn, database = DB) => withClient({ user: 'postgres', database }, fn);
+
+const API_NAME = 'node_api_rc';
 let api; // apollo_api, READ COMMITTED
 let apiRR; // apollo_api_rr, REPEATABLE READ, up to 5 attempts
 let apiRR1; // apollo_api_rr, one attempt only
 let apiNoTable; // database without apollo_jobs.jobs
 let apiNoGrants; // apollo_nobody
+let apiBroken; // database whose project binding names a dropped column
 
 before(async () => {
   await freshDatabase(DB);
   await freshDatabase(DB_NO_TABLE, { jobsTable: false });
-  api = await startApi('apollo_api', DB, { onRetry: (n, e) => retries.rc.push(e.code) }, 12);
+  await freshDatabase(DB_BROKEN);
+  await asPostgres((c) => c.query('ALTER TABLE public.projects DROP COLUMN deleted'), DB_BROKEN);
+  api = await startApi('apollo_api', DB, { onRetry: (n, e) => retries.rc.push(e.code) }, 12, { application_name: API_NAME });
   apiRR = await startApi('apollo_api_rr', DB, { maxAttempts: 5, onRetry: (n, e) => retries.rr.push(e.code) }, 12);
   apiRR1 = await startApi('apollo_api_rr', DB, { maxAttempts: 1, onRetry: (n, e) => retries.rr1.push(e.code) }, 2);
   apiNoTable = await startApi('apollo_api', DB_NO_TABLE, {}, 2);
   apiNoGrants = await startApi('apollo_nobody', DB, {}, 2);
+  apiBroken = await startApi('apollo_api', DB_BROKEN, {}, 2);
 });
 
 after(async () => {
@@ -272,9 +306,383 @@ describe('errors over HTTP', () => {
   });
 });
 
+describe('listing: GET /v1/jobs', () => {
+  // A tenant of its own, so the other tests' jobs do not matter: org_list with
+  // projects prj_list_a, prj_list_b (soft-deleted by a test below) and
+  // prj_list_c; org_list_other with prj_other.
+  const ORG = 'org_list';
+  const registered = { org: [], prj_list_a: [], prj_list_b: [], prj_list_c: [] };
+
+  /** The listing's expected ids, straight from the table in the documented order. */
+  async function expectedIds(where, params = []) {
+    const { rows } = await asPostgres((c) => c.query(
+      `SELECT job_id FROM apollo_jobs.jobs WHERE ${where} ORDER BY created_at DESC, job_id DESC`, params));
+    return rows.map((r) => r.job_id);
+  }
+
+  /** Follows next_cursor from the first page to the last: every page's answer. */
+  async function pageThrough(base, params) {
+    const pages = [];
+    let cursor;
+    for (;;) {
+      const r = await list(base, { ...params, starting_after: cursor });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      pages.push(r.body);
+      if (!r.body.has_more) return pages;
+      assert.equal(r.body.next_cursor, r.body.data[r.body.data.length - 1].job_id);
+      cursor = r.body.next_cursor;
+      assert.ok(pages.length < 100, 'paging does not end');
+    }
+  }
+
+  before(async () => {
+    await asPostgres(async (c) => {
+      await c.query("INSERT INTO public.orgs (nano_id) VALUES ('org_list'), ('org_list_other')");
+      await c.query(`INSERT INTO public.projects (nano_id, org_id) VALUES ('prj_list_a', 'org_list'),
+                     ('prj_list_b', 'org_list'), ('prj_list_c', 'org_list'), ('prj_other', 'org_list_other')`);
+    });
+    // through the API, one by one: distinct created_at
+    for (let i = 0; i < 4; i++) {
+      const r = await post(api, orgJob(`wf-list-org-${i}`, { org_id: ORG, job_type: i % 2 ? 'key_rotation' : 'batch_revoke' }));
+      assert.equal(r.status, 202);
+      registered.org.push(r.body.job_id);
+    }
+    // in one transaction: one created_at for all, so job_id DESC orders them
+    await withClient({ user: 'apollo_api', database: DB }, async (c) => {
+      await c.query('BEGIN');
+      for (let i = 4; i < 10; i++) {
+        const { rows } = await c.query(UPSERT_JOB, [`wf-list-org-${i}`, 'org', ORG, null, i % 2 ? 'key_rotation' : 'batch_revoke']);
+        registered.org.push(rows[0].job_id);
+      }
+      for (const [prj, n] of [['prj_list_a', 5], ['prj_list_b', 2], ['prj_list_c', 1]]) {
+        for (let i = 0; i < n; i++) {
+          const { rows } = await c.query(UPSERT_JOB, [`wf-list-${prj}-${i}`, 'project', ORG, prj, 'batch_revoke']);
+          registered[prj].push(rows[0].job_id);
+        }
+      }
+      await c.query('COMMIT');
+    });
+    await withClient({ user: 'apollo_api', database: DB }, (c) =>
+      c.query(UPSERT_JOB, ['wf-list-other', 'project', 'org_list_other', 'prj_other', 'batch_revoke']));
+  });
+
+  it('pages through an org\'s jobs (4 pages of 3): every job exactly once, newest first, ties by job_id', async () => {
+    const want = await expectedIds("org_id = 'org_list' AND project_id IS NULL");
+    assert.deepEqual([...want].sort(), [...registered.org].sort());
+    const pages = await pageThrough(api, { org_id: ORG, limit: '3' });
+    assert.deepEqual(pages.map((p) => p.data.length), [3, 3, 3, 1]);
+    assert.deepEqual(pages.map((p) => p.has_more), [true, true, true, false]);
+    assert.equal(pages[3].next_cursor, null);
+    assert.deepEqual(pages.flatMap((p) => p.data.map((j) => j.job_id)), want);
+    const first = pages[0].data[0];
+    assert.deepEqual(Object.keys(first).sort(),
+      ['created_at', 'job_class', 'job_id', 'job_type', 'org_id', 'project_id', 'thermos_job_id']);
+    assert.equal(first.job_class, 'org');
+    assert.equal(first.project_id, null);
+    assert.ok(!Number.isNaN(Date.parse(first.created_at)));
+    // the six registered in one transaction share created_at
+    const stamps = pages.flatMap((p) => p.data.map((j) => j.created_at));
+    assert.ok(new Set(stamps).size < stamps.length, 'some jobs share created_at');
+  });
+
+  it('a full last page says has_more; the page after it is empty (the documented price of the full-page rule)', async () => {
+    const pages = await pageThrough(api, { org_id: ORG, limit: '5' });
+    assert.deepEqual(pages.map((p) => [p.data.length, p.has_more]), [[5, true], [5, true], [0, false]]);
+    assert.deepEqual(pages[2], { data: [], has_more: false, next_cursor: null });
+  });
+
+  it('defaults: include_project_jobs false, limit 50', async () => {
+    const r = await list(api, { org_id: ORG });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body.data.map((j) => j.job_id), await expectedIds("org_id = 'org_list' AND project_id IS NULL"));
+    assert.equal(r.body.has_more, false);
+    assert.equal(r.body.next_cursor, null);
+  });
+
+  it('include_project_jobs=true pages through the org\'s and all its projects\' jobs', async () => {
+    const want = await expectedIds("org_id = 'org_list'");
+    assert.equal(want.length, 18);
+    const pages = await pageThrough(api, { org_id: ORG, include_project_jobs: 'true', limit: '4' });
+    assert.deepEqual(pages.flatMap((p) => p.data.map((j) => j.job_id)), want);
+    assert.ok(pages.length >= 5);
+  });
+
+  it('project_id pages through that project only', async () => {
+    const want = await expectedIds("project_id = 'prj_list_a'");
+    assert.deepEqual([...want].sort(), [...registered.prj_list_a].sort());
+    const pages = await pageThrough(api, { org_id: ORG, project_id: 'prj_list_a', limit: '2' });
+    assert.deepEqual(pages.map((p) => p.data.length), [2, 2, 1]);
+    assert.deepEqual(pages.flatMap((p) => p.data.map((j) => j.job_id)), want);
+    assert.ok(pages.every((p) => p.data.every((j) => j.project_id === 'prj_list_a' && j.job_class === 'project')));
+  });
+
+  it('job_type filters, and pages with the same cursors', async () => {
+    const want = await expectedIds("org_id = 'org_list' AND project_id IS NULL AND job_type = 'key_rotation'");
+    assert.equal(want.length, 5);
+    const pages = await pageThrough(api, { org_id: ORG, job_type: 'key_rotation', limit: '2' });
+    assert.deepEqual(pages.flatMap((p) => p.data.map((j) => j.job_id)), want);
+    assert.equal((await list(api, { org_id: ORG, job_type: 'no_such_type' })).body.data.length, 0);
+  });
+
+  it('a bad, foreign or unknown cursor is a 400 with one and the same message', async () => {
+    const [otherOrgJob] = await expectedIds("org_id = 'org_list_other'");
+    const cursors = [
+      'garbage', '', 'oj_000000000000000000000', otherOrgJob,
+      registered.prj_list_a[0], // a job of the org, but not of this listing (org jobs only)
+    ];
+    const messages = new Set();
+    for (const cursor of cursors) {
+      const r = await list(api, { org_id: ORG, starting_after: cursor, limit: '3' });
+      assert.equal(r.status, 400, `cursor ${cursor}`);
+      assert.equal(r.body.error, 'invalid_argument');
+      messages.add(r.body.message);
+    }
+    assert.equal(messages.size, 1, [...messages].join(' | '));
+    assert.match([...messages][0], /cursor/);
+  });
+
+  it('limit out of range or not an integer is a 400', async () => {
+    for (const [limit, sqlstate] of [['0', '22023'], ['1001', '22023'], ['-1', '22023'], ['abc', '22P02'], ['2.5', '22P02'], ['', '22P02'], ['99999999999', '22003']]) {
+      const before = answered[API_NAME].length;
+      const r = await list(api, { org_id: ORG, limit });
+      assert.equal(r.status, 400, `limit ${limit}`);
+      assert.equal(r.body.error, 'invalid_argument');
+      assert.equal(answered[API_NAME][before].sqlstate, sqlstate, `limit ${limit}`);
+    }
+    for (const limit of ['1', '1000']) assert.equal((await list(api, { org_id: ORG, limit })).status, 200, `limit ${limit}`);
+  });
+
+  it('other bad parameters are 400s', async () => {
+    assert.equal((await list(api, { limit: '3' })).status, 400); // no org_id: 22004
+    assert.equal((await list(api, { org_id: ORG, project_id: 'prj_list_a', include_project_jobs: 'true' })).status, 400);
+    assert.equal((await list(api, { org_id: ORG, include_project_jobs: 'maybe' })).status, 400);
+    assert.equal((await list(api, { org_id: ORG, job_type: 'Bad-Type' })).status, 400);
+    const typo = await list(api, { org_id: ORG, starting_afer: registered.org[0] });
+    assert.deepEqual([typo.status, typo.body.message], [400, 'unknown query parameter: starting_afer']);
+    const twice = await call(api, 'GET', '/v1/jobs?org_id=org_list&org_id=org_acme');
+    assert.equal(twice.status, 400);
+  });
+
+  it('another org\'s project lists nothing', async () => {
+    for (const [org, prj] of [['org_acme', 'prj_list_a'], ['org_list', 'prj_other'], ['org_list_other', 'prj_list_a']]) {
+      const r = await list(api, { org_id: org, project_id: prj });
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.body, { data: [], has_more: false, next_cursor: null }, `${org}/${prj}`);
+    }
+  });
+
+  it('a soft-deleted project lists nothing, and its jobs leave the org-wide listing', async () => {
+    assert.equal((await list(api, { org_id: ORG, project_id: 'prj_list_b' })).body.data.length, 2);
+    await asPostgres((c) => c.query("UPDATE public.projects SET deleted = true WHERE nano_id = 'prj_list_b'"));
+    const r = await list(api, { org_id: ORG, project_id: 'prj_list_b' });
+    assert.deepEqual([r.status, r.body], [200, { data: [], has_more: false, next_cursor: null }]);
+    const all = await pageThrough(api, { org_id: ORG, include_project_jobs: 'true', limit: '1000' });
+    const ids = all.flatMap((p) => p.data.map((j) => j.job_id));
+    assert.deepEqual(ids, await expectedIds("org_id = 'org_list' AND project_id IS DISTINCT FROM 'prj_list_b'"));
+    assert.ok(registered.prj_list_b.every((id) => !ids.includes(id)));
+    // and one of its jobs is no longer a cursor
+    assert.equal((await list(api, { org_id: ORG, project_id: 'prj_list_b', starting_after: registered.prj_list_b[0] })).status, 400);
+  });
+
+  it('a soft-deleted org lists nothing', async () => {
+    await asPostgres((c) => c.query("UPDATE public.orgs SET deleted = true WHERE nano_id = 'org_list_other'"));
+    try {
+      for (const params of [{ org_id: 'org_list_other' }, { org_id: 'org_list_other', project_id: 'prj_other' },
+        { org_id: 'org_list_other', include_project_jobs: 'true' }]) {
+        const r = await list(api, params);
+        assert.deepEqual([r.status, r.body], [200, { data: [], has_more: false, next_cursor: null }], JSON.stringify(params));
+      }
+    } finally {
+      await asPostgres((c) => c.query("UPDATE public.orgs SET deleted = false WHERE nano_id = 'org_list_other'"));
+    }
+  });
+
+  it('55000 broken binding and 42501 missing grants: 503 and 500', async () => {
+    const broken = await list(apiBroken, { org_id: 'org_acme' });
+    assert.equal(broken.status, 503);
+    assert.equal(broken.headers.get('retry-after'), '1');
+    assert.equal((await get(apiBroken, 'oj_000000000000000000000', 'org_acme')).status, 503);
+    assert.equal((await list(apiNoTable, { org_id: 'org_acme' })).status, 503);
+    const r = await list(apiNoGrants, { org_id: 'org_acme' });
+    assert.deepEqual([r.status, r.body], [500, { error: 'internal' }]);
+  });
+});
+
+describe('server states, provoked for real', () => {
+  /** Runs fn while another session holds ACCESS EXCLUSIVE on apollo_jobs.jobs (what a DBA's ALTER TABLE takes). */
+  async function whileTableLocked(fn) {
+    const holder = new Client({ user: 'postgres', database: DB });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE apollo_jobs.jobs IN ACCESS EXCLUSIVE MODE');
+      return await fn();
+    } finally {
+      await holder.query('ROLLBACK').catch(() => {});
+      await holder.end();
+    }
+  }
+
+  const lastSqlstate = (name) => answered[name][answered[name].length - 1].sqlstate;
+
+  it('25006 read-only transactions: a new registration is a 503; echo, poll and list still work', async () => {
+    const known = await post(api, orgJob('wf-ro-known'));
+    assert.equal(known.status, 202);
+    const ro = await startApi('apollo_api', DB, {}, 2,
+      { application_name: 'node_api_ro', options: '-c default_transaction_read_only=on' });
+    const fresh = await post(ro, orgJob('wf-ro-new'));
+    assert.equal(fresh.status, 503);
+    assert.equal(fresh.headers.get('retry-after'), '1');
+    assert.deepEqual(fresh.body, { error: 'unavailable' });
+    assert.equal(lastSqlstate('node_api_ro'), '25006');
+    const echo = await post(ro, orgJob('wf-ro-known'));
+    assert.deepEqual([echo.status, echo.body], [409, { job_id: known.body.job_id, created: false }]);
+    assert.equal((await get(ro, known.body.job_id, 'org_acme')).status, 200);
+    const listed = await list(ro, { org_id: 'org_acme', limit: '1000' });
+    assert.equal(listed.status, 200);
+    assert.ok(listed.body.data.some((j) => j.job_id === known.body.job_id));
+    const rows = await asPostgres((c) => c.query("SELECT count(*)::int AS n FROM apollo_jobs.jobs WHERE thermos_job_id = 'wf-ro-new'"));
+    assert.equal(rows.rows[0].n, 0);
+  });
+
+  it('55P03 lock_timeout behind an ACCESS EXCLUSIVE lock: 503 with Retry-After for create, poll and list; then 202', async () => {
+    const base = await startApi('apollo_api', DB, {}, 2, { application_name: 'node_api_lock', options: '-c lock_timeout=200' });
+    const known = await post(api, orgJob('wf-lock-known'));
+    await whileTableLocked(async () => {
+      for (const r of [await post(base, orgJob('wf-lock-1')), await get(base, known.body.job_id, 'org_acme'),
+        await list(base, { org_id: 'org_acme' })]) {
+        assert.equal(r.status, 503);
+        assert.equal(r.headers.get('retry-after'), '1');
+        assert.equal(lastSqlstate('node_api_lock'), '55P03');
+      }
+    });
+    assert.equal((await post(base, orgJob('wf-lock-1'))).status, 202);
+  });
+
+  it('57014 statement_timeout behind the same lock: 503 with Retry-After; then 202', async () => {
+    const base = await startApi('apollo_api', DB, {}, 2, { application_name: 'node_api_slow', options: '-c statement_timeout=200' });
+    await whileTableLocked(async () => {
+      for (const r of [await post(base, orgJob('wf-slow-1')), await list(base, { org_id: 'org_acme' })]) {
+        assert.equal(r.status, 503);
+        assert.equal(r.headers.get('retry-after'), '1');
+        assert.equal(lastSqlstate('node_api_slow'), '57014');
+      }
+    });
+    assert.equal((await post(base, orgJob('wf-slow-1'))).status, 202);
+  });
+
+  const terminate = (name) => asPostgres((c) => c.query(
+    'SELECT pg_catalog.pg_terminate_backend(pid, 10000) AS gone FROM pg_catalog.pg_stat_activity WHERE application_name = $1', [name]));
+
+  it('57P01 on an idle pooled connection: the pool\'s error listener logs it, the process lives on, the next request is served', async () => {
+    const base = await startApi('apollo_api', DB, {}, 2, { application_name: 'node_api_kill_idle' });
+    const known = await post(base, orgJob('wf-kill-idle'));
+    assert.equal(known.status, 202); // leaves one idle connection in the pool
+    const { rows } = await terminate('node_api_kill_idle');
+    assert.deepEqual(rows, [{ gone: true }]);
+    await waitFor(async () => poolErrors.node_api_kill_idle.length > 0);
+    assert.equal(poolErrors.node_api_kill_idle[0].code, '57P01');
+    const again = await get(base, known.body.job_id, 'org_acme');
+    assert.equal(again.status, 200);
+    assert.equal((await post(base, orgJob('wf-kill-idle-2'))).status, 202);
+  });
+
+  it('57P01 during a request: 503 with Retry-After; the pool reconnects and the next request is served', async () => {
+    const name = 'node_api_kill_busy';
+    const base = await startApi('apollo_api', DB, {}, 2, { application_name: name });
+    let answer;
+    await whileTableLocked(async () => {
+      const pending = post(base, orgJob('wf-kill-busy'));
+      await waitFor(async () => (await asPostgres((c) => c.query(
+        "SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        [name]))).rows[0].n > 0);
+      await terminate(name);
+      answer = await pending;
+    });
+    assert.equal(answer.status, 503);
+    assert.equal(answer.headers.get('retry-after'), '1');
+    assert.equal(lastSqlstate(name), '57P01');
+    const again = await post(base, orgJob('wf-kill-busy'));
+    assert.equal(again.status, 202); // the terminated attempt wrote nothing
+  });
+
+  it('a database that cannot be reached: 503 with Retry-After', async () => {
+    const base = await startApi('apollo_api', DB, {}, 1, { application_name: 'node_api_nowhere', host: '127.0.0.1', port: 1 });
+    const r = await post(base, orgJob('wf-nowhere'));
+    assert.equal(r.status, 503);
+    assert.equal(r.headers.get('retry-after'), '1');
+    assert.equal(lastSqlstate('node_api_nowhere'), null);
+  });
+});
+
+describe('40P01 deadlocks: retried like 40001, then 503', () => {
+  let deadlock; // a real 40P01 from the server
+
+  before(async () => {
+    // Two transactions registering two thermos ids in opposite orders.
+    const a = new Client({ user: 'apollo_api', database: DB });
+    const b = new Client({ user: 'apollo_api', database: DB });
+    await a.connect();
+    await b.connect();
+    try {
+      await a.query('BEGIN');
+      await b.query('BEGIN');
+      await a.query(UPSERT_JOB, ['wf-dl-1', 'org', 'org_acme', null, 'batch_revoke']);
+      await b.query(UPSERT_JOB, ['wf-dl-2', 'org', 'org_acme', null, 'batch_revoke']);
+      const outcomes = await Promise.all([
+        a.query(UPSERT_JOB, ['wf-dl-2', 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (e) => e),
+        b.query(UPSERT_JOB, ['wf-dl-1', 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (e) => e),
+      ]).catch((e) => [e]);
+      deadlock = outcomes.find((e) => e !== null);
+    } finally {
+      await a.query('ROLLBACK').catch(() => {});
+      await b.query('ROLLBACK').catch(() => {});
+      await a.end();
+      await b.end();
+    }
+  });
+
+  it('the server raised 40P01, which maps to 503', () => {
+    assert.ok(deadlock, 'one of the two should have been chosen as the deadlock victim');
+    assert.equal(deadlock.code, '40P01', deadlock.message);
+    assert.equal(errorResponse(deadlock).status, 503);
+    assert.ok(RETRY_SQLSTATES.includes('40P01'));
+  });
+
+  it('a deadlocked attempt is retried as a new statement and then succeeds', async () => {
+    const real = pools[0];
+    let failures = 1;
+    const flaky = { query: (text, args) => (failures-- > 0 ? Promise.reject(deadlock) : real.query(text, args)) };
+    const seen = [];
+    const r = await createJob(flaky, orgJob('wf-dl-retried'), { onRetry: (n, e) => seen.push(e.code) });
+    assert.equal(r.status, 202);
+    assert.deepEqual(seen, ['40P01']);
+  });
+
+  it('when retries run out: 503 with Retry-After, after maxAttempts attempts', async () => {
+    let attempts = 0;
+    const always = { query: () => { attempts++; return Promise.reject(deadlock); } };
+    const seen = [];
+    const r = await createJob(always, orgJob('wf-dl-never'), { maxAttempts: 4, onRetry: (n, e) => seen.push([n, e.code]) });
+    assert.deepEqual([r.status, r.headers, r.body], [503, { 'Retry-After': '1' }, { error: 'unavailable' }]);
+    assert.equal(attempts, 4);
+    assert.deepEqual(seen, [[1, '40P01'], [2, '40P01'], [3, '40P01']]);
+  });
+
+  it('other errors are not retried', async () => {
+    let attempts = 0;
+    const err = await withClient({ user: 'apollo_api', database: DB }, (c) =>
+      c.query(UPSERT_JOB, [null, 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (e) => e));
+    const failing = { query: () => { attempts++; return Promise.reject(err); } };
+    await assert.rejects(queryWithRetry(failing, UPSERT_JOB, [], { maxAttempts: 5 }), (e) => e.code === '22004');
+    assert.equal(attempts, 1);
+  });
+});
+
 describe('every documented SQLSTATE, raised for real, maps to its status', () => {
   // [sqlstate, role, database, statement, params]
   const raise = {
+    '22003': ['apollo_api', DB, LIST_JOBS, ['org_acme', null, 'false', null, null, '99999999999']],
     '22004': ['apollo_api', DB, UPSERT_JOB, [null, 'org', 'org_acme', null, 'batch_revoke']],
     '22023': ['apollo_api', DB, UPSERT_JOB, ['wf-m1', 'org', '', null, 'batch_revoke']],
     '22P02': ['apollo_api', DB, 'SELECT apollo_jobs.job_class_of($1)', ['not-an-id']],
@@ -283,8 +691,13 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
     '23505': ['apollo_api', DB, UPSERT_JOB, ['wf-org-1', 'org', 'org_umbrella', null, 'batch_revoke']],
     '55000': ['apollo_api', DB_NO_TABLE, JOB_BY_ID, ['oj_000000000000000000000', 'org_acme', null]],
     '42501': ['apollo_nobody', DB, UPSERT_JOB, ['wf-m3', 'org', 'org_acme', null, 'batch_revoke']],
+    '0A000': ['postgres', DB, 'UPDATE apollo_jobs.jobs SET job_type = job_type WHERE false', []],
   };
-  const expected = { '22004': 400, '22023': 400, '22P02': 400, '23514': 400, '23503': 404, '23505': 409, '55000': 503, '42501': 500, '40001': 503 };
+  const expected = {
+    '22003': 400, '22004': 400, '22023': 400, '22P02': 400, '23514': 400, '23503': 404, '23505': 409,
+    '40001': 503, '40P01': 503, '25006': 503, '55P03': 503, '57014': 503, '57P01': 503, '55000': 503,
+    '0A000': 500, '27000': 500, '42501': 500,
+  };
 
   for (const [sqlstate, [user, database, text, params]] of Object.entries(raise)) {
     it(`${sqlstate} -> ${expected[sqlstate]}`, async () => {
@@ -310,9 +723,45 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
     assert.equal(errorResponse(err).status, 503);
   });
 
-  it('the table covers exactly the documented SQLSTATEs (plus 22021)', () => {
-    assert.deepEqual(Object.keys(STATUS_BY_SQLSTATE).sort(), [...Object.keys(expected), '22021'].sort());
+  it('25006 -> 503 (a new registration in a READ ONLY transaction)', async () => {
+    const err = await withClient({ user: 'apollo_api', database: DB }, async (c) => {
+      await c.query('BEGIN READ ONLY');
+      const e = await c.query(UPSERT_JOB, ['wf-m5', 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (x) => x);
+      await c.query('ROLLBACK');
+      return e;
+    });
+    assert.ok(err);
+    assert.equal(err.code, '25006', err.message);
+    assert.equal(errorResponse(err).status, 503);
+  });
+
+  it('27000 -> 500 (a BEFORE INSERT trigger swallows the registration; rolled back)', async () => {
+    const err = await asPostgres(async (c) => {
+      await c.query('BEGIN');
+      await c.query("CREATE FUNCTION public.swallow() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'");
+      await c.query('CREATE TRIGGER swallow BEFORE INSERT ON apollo_jobs.jobs FOR EACH ROW EXECUTE FUNCTION public.swallow()');
+      const e = await c.query(UPSERT_JOB, ['wf-m6', 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (x) => x);
+      await c.query('ROLLBACK');
+      return e;
+    });
+    assert.ok(err);
+    assert.equal(err.code, '27000', err.message);
+    assert.equal(errorResponse(err).status, 500);
+    assert.deepEqual(errorResponse(err).body, { error: 'internal' });
+  });
+
+  it('the table covers exactly the documented SQLSTATEs (plus those no test can raise: 22021, 57P02, 57P03, 58000)', () => {
+    assert.deepEqual(Object.keys(STATUS_BY_SQLSTATE).sort(), [...Object.keys(expected), '22021', '57P02', '57P03', '58000'].sort());
     for (const [code, status] of Object.entries(expected)) assert.equal(STATUS_BY_SQLSTATE[code], status, code);
+    for (const code of ['22021']) assert.equal(STATUS_BY_SQLSTATE[code], 400, code);
+    for (const code of ['57P02', '57P03']) assert.equal(STATUS_BY_SQLSTATE[code], 503, code);
+    assert.equal(STATUS_BY_SQLSTATE['58000'], 500);
+    assert.deepEqual({ ...STATUS_BY_SQLSTATE_CLASS }, { '08': 503 });
+  });
+
+  it('connection exceptions (class 08) are 503; anything unlisted is 500', () => {
+    for (const code of ['08000', '08003', '08006', '08P01']) assert.equal(statusOf(code), 503, code);
+    for (const code of ['XX000', '42P01', '42883', '42P07']) assert.equal(statusOf(code), 500, code);
   });
 
   it('an error without a SQLSTATE (database unreachable) is a 503', () => {

@@ -5,7 +5,8 @@
 //  - its schema passes Prisma's own validator (prisma-schema-wasm as shipped
 //    with Prisma 6.12.0) and its models match the tables in a real database
 //    built by create_jobs_table();
-//  - its SQLSTATE -> HTTP table and code are the mapping jobs_api.js uses.
+//  - its SQLSTATE -> HTTP table and code are the mapping jobs_api.js uses
+//    (codes, classes, and which codes are retried).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -14,7 +15,7 @@ const path = require('node:path');
 const prismaSchema = require('@prisma/prisma-schema-wasm');
 const { Client } = require('pg');
 const { statements } = require('./sql');
-const { STATUS_BY_SQLSTATE } = require('./jobs_api');
+const { STATUS_BY_SQLSTATE, STATUS_BY_SQLSTATE_CLASS, RETRY_SQLSTATES } = require('./jobs_api');
 const { freshDatabase } = require('./db');
 
 const DOC_PATH = path.join(__dirname, '..', 'PRISMA.md');
@@ -55,19 +56,35 @@ describe('PRISMA.md: the SQL', () => {
 });
 
 describe('PRISMA.md: SQLSTATE -> HTTP', () => {
+  const table = doc.slice(doc.indexOf('<!-- sqlstate-http -->'));
+
   it('the table is the mapping jobs_api.js uses', () => {
-    const table = doc.slice(doc.indexOf('<!-- sqlstate-http -->'));
     const rows = {};
     for (const m of table.matchAll(/^\| `([0-9A-Z]{5})` \| (\d{3}) \|/gm)) rows[m[1]] = Number(m[2]);
     assert.deepEqual(rows, { ...STATUS_BY_SQLSTATE });
+    const classes = {};
+    for (const m of table.matchAll(/^\| `([0-9A-Z]{2})xxx` \| (\d{3}) \|/gm)) classes[m[1]] = Number(m[2]);
+    assert.deepEqual(classes, { ...STATUS_BY_SQLSTATE_CLASS });
   });
 
+  /** The object literal of `const NAME` in the doc's TypeScript. */
+  function tsObject(name) {
+    const m = new RegExp(`const ${name}\\b[^{=]*=\\s*\\{([^}]*)\\}`).exec(doc);
+    assert.ok(m, `no const ${name} in PRISMA.md`);
+    const out = {};
+    for (const p of m[1].matchAll(/'([0-9A-Z]{2,5})': (\d{3})/g)) out[p[1]] = Number(p[2]);
+    return out;
+  }
+
   it('the TypeScript STATUS_BY_SQLSTATE is the same mapping', () => {
-    const m = /const STATUS_BY_SQLSTATE[^{]*\{([^}]*)\}/.exec(doc);
+    assert.deepEqual(tsObject('STATUS_BY_SQLSTATE'), { ...STATUS_BY_SQLSTATE });
+  });
+
+  it('the TypeScript STATUS_BY_SQLSTATE_CLASS and RETRY_SQLSTATES are the same', () => {
+    assert.deepEqual(tsObject('STATUS_BY_SQLSTATE_CLASS'), { ...STATUS_BY_SQLSTATE_CLASS });
+    const m = /const RETRY_SQLSTATES = \[([^\]]*)\]/.exec(doc);
     assert.ok(m);
-    const code = {};
-    for (const p of m[1].matchAll(/'([0-9A-Z]{5})': (\d{3})/g)) code[p[1]] = Number(p[2]);
-    assert.deepEqual(code, { ...STATUS_BY_SQLSTATE });
+    assert.deepEqual([...m[1].matchAll(/'([0-9A-Z]{5})'/g)].map((x) => x[1]), [...RETRY_SQLSTATES]);
   });
 });
 
@@ -108,26 +125,37 @@ describe('PRISMA.md: the schema', () => {
     });
   }
 
-  it('the Job model is apollo_jobs.jobs, its job_id the domain, its keys and index named as in the database', async () => {
+  it('the Job model is apollo_jobs.jobs, its job_id text (the functions return the domain), its keys and indexes as in the database', async () => {
     const job = dmmf.models.find((m) => m.name === 'Job');
     assert.equal(job.schema, 'apollo_jobs');
     assert.equal(job.dbName, 'jobs');
     const { rows: [jobIdType] } = await db.query(
       "SELECT a.atttypid::regtype::text AS t FROM pg_catalog.pg_attribute a WHERE a.attrelid = 'apollo_jobs.jobs'::regclass AND a.attname = 'job_id'");
-    assert.equal(jobIdType.t, 'apollo_jobs.job_id');
+    assert.equal(jobIdType.t, 'text');
     assert.equal(job.fields.find((f) => f.dbName === 'job_id').type, 'String');
+    for (const fn of ['upsert_job_by_thermos_id', 'job_by_id', 'list_jobs']) {
+      const { rows: [r] } = await db.query(
+        `SELECT pg_catalog.pg_get_function_result(p.oid) AS result FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'apollo_jobs'::regnamespace AND p.proname = $1`, [fn]);
+      assert.match(r.result, /^TABLE\(job_id apollo_jobs\.job_id,/, fn);
+    }
 
+    // type:name:column[ DESC],... for every index
     const indexes = dmmf.indexes.filter((i) => i.model === 'Job')
-      .map((i) => `${i.type}:${i.dbName}:${i.fields.map((f) => job.fields.find((x) => x.name === f.name).dbName).join(',')}`).sort();
+      .map((i) => `${i.type}:${i.dbName}:${i.fields.map((f) =>
+        job.fields.find((x) => x.name === f.name).dbName + (f.sortOrder === 'desc' ? ' DESC' : '')).join(',')}`).sort();
     const { rows } = await db.query(
       `SELECT CASE WHEN x.indisprimary THEN 'id' WHEN x.indisunique THEN 'unique' ELSE 'normal' END || ':' || c.relname || ':' ||
-              (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(x.indkey) WITH ORDINALITY k(attnum, ord)
+              (SELECT string_agg(a.attname || CASE WHEN x.indoption[k.ord - 1] & 1 = 1 THEN ' DESC' ELSE '' END, ',' ORDER BY k.ord)
+               FROM unnest(x.indkey) WITH ORDINALITY k(attnum, ord)
                JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum) AS idx,
               x.indpred IS NOT NULL AS partial
        FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class c ON c.oid = x.indexrelid
        WHERE x.indrelid = 'apollo_jobs.jobs'::regclass ORDER BY 1`);
     // the partial index is documented as not expressible
-    assert.deepEqual(rows.filter((r) => r.partial).map((r) => r.idx), ['normal:jobs_project_id_idx:project_id']);
+    assert.deepEqual(rows.filter((r) => r.partial).map((r) => r.idx),
+      ['normal:jobs_project_listing_idx:project_id,created_at DESC,job_id DESC']);
+    assert.ok(doc.includes('jobs_project_listing_idx (project_id, created_at DESC, job_id DESC)'));
     assert.deepEqual(indexes, rows.filter((r) => !r.partial).map((r) => r.idx));
   });
 

@@ -2,9 +2,10 @@
 // The SQL text the service sends, loaded from ../sql/jobs.sql (the single
 // copy shared with the psycopg example and checked against PRISMA.md).
 //
-//   const { UPSERT_JOB, JOB_BY_ID } = require('./sql');
+//   const { UPSERT_JOB, JOB_BY_ID, LIST_JOBS } = require('./sql');
 //   await pool.query(UPSERT_JOB, [thermosJobId, jobClass, orgId, projectId, jobType]);
 //   await pool.query(JOB_BY_ID, [jobId, orgId, projectId]);
+//   await pool.query(LIST_JOBS, [orgId, projectId, includeProjectJobs, jobType, startingAfter, pageSize]);
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -46,4 +47,6 @@ module.exports = {
   UPSERT_JOB: statements.upsert_job,
   /** $1 job_id, $2 org_id, $3 project_id (NULL for an org job) */
   JOB_BY_ID: statements.job_by_id,
+  /** $1 org_id, $2 project_id, $3 include_project_jobs, $4 job_type, $5 starting_after (a job_id), $6 page_size */
+  LIST_JOBS: statements.list_jobs,
 };
