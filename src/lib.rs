@@ -374,6 +374,7 @@ pub unsafe extern "C-unwind" fn upsert_job_by_thermos_id_wrapper(
 ) -> pg_sys::Datum {
     // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
+    // SAFETY: fcinfo is this call's; only indices of text arguments are passed.
     let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
     let registration = args::registration(
         arg("thermos_job_id", 0),
@@ -404,6 +405,7 @@ pub unsafe extern "C-unwind" fn job_by_id_wrapper(
 ) -> pg_sys::Datum {
     // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
+    // SAFETY: fcinfo is this call's; only indices of text arguments are passed.
     let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
     let required = |name, n| arg(name, n).ok_or(JobError::NullArgument(name)).or_raise();
     let job_id = required("job_id", 0);
@@ -426,6 +428,7 @@ pub unsafe extern "C-unwind" fn list_jobs_wrapper(
 ) -> pg_sys::Datum {
     // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
+    // SAFETY: fcinfo is this call's; only indices of text arguments are passed.
     let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
     // SAFETY: arguments 2 and 5 are boolean and integer, by the declaration.
     let (include, page_size) = unsafe {

@@ -29,6 +29,9 @@ impl Rows {
     /// # Safety
     /// `fcinfo` must be the current call's own `FunctionCallInfo`.
     pub unsafe fn begin(fcinfo: pg_sys::FunctionCallInfo) -> Self {
+        // SAFETY: per this function's contract; InitMaterializedSRF raises
+        // (0A000) rather than return when the caller cannot take a set, so
+        // `resultinfo` is a ReturnSetInfo afterwards.
         unsafe {
             pg_sys::InitMaterializedSRF(fcinfo, pg_sys::MAT_SRF_USE_EXPECTED_DESC);
             Rows {
@@ -92,6 +95,8 @@ impl Rows {
     /// # Safety
     /// `desc` must be a valid tuple descriptor.
     unsafe fn check_shape(&self, desc: pg_sys::TupleDesc) -> Result<(), JobError> {
+        // SAFETY: `desc` per this function's contract; setDesc was set up by
+        // `begin`; both are read for `natts` attributes only.
         unsafe {
             let want = (*self.rsinfo).setDesc;
             let n = (*want).natts as usize;

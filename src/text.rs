@@ -18,6 +18,9 @@ use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 /// allocated in the current memory context, as pgrx would.
 pub unsafe fn bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
     let value = datum.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: `value` is a valid varlena per this function's contract; an
+    // inline value (1-byte or 4-byte header, not compressed, not external)
+    // is its own bytes, anything else is detoasted into a fresh copy.
     unsafe {
         let inline = !(varatt_is_1b_e(value) || varatt_is_4b_c(value));
         varlena_to_byte_slice(if inline {
