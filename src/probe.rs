@@ -96,23 +96,50 @@ pub unsafe fn lookup(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Probe
 enum Snap {
     /// What a mutating SQL statement would see now (the lookup).
     Statement,
+    /// The same snapshot, but ignoring the caller's privileges and policies
+    /// (classifying a unique violation; no data is returned).
+    Transaction,
     /// Everything committed so far, whatever this transaction's snapshot
     /// (classifying a unique violation; no data is returned).
     Latest,
 }
 
-/// Whether any committed row (visible to this transaction's snapshot or
-/// not, and whatever row-level security would show) holds
-/// `reg.thermos_job_id`. Used after a unique violation, only to tell "taken
-/// by a row this snapshot or policy hides" from "another unique index";
-/// nothing of the row is read. `None` when the table or index does not fit
-/// (see the module doc).
+/// Who holds a thermos id that a unique violation reported but the SQL
+/// lookup could not see.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Holder {
+    /// No committed row holds it: another unique index refused the row.
+    Nobody,
+    /// A row this transaction's snapshot sees, hidden by row-level security.
+    HiddenByPolicy,
+    /// A row committed after this transaction's snapshot was taken.
+    AfterSnapshot,
+}
+
+/// Classifies a unique violation the SQL lookup could not explain, by
+/// reading the thermos index directly — first with the latest snapshot
+/// (is the id held at all?), then with this transaction's (can the caller's
+/// snapshot see the row, so that only a policy hides it?). Nothing of the
+/// row is returned. `None` when no index can be read directly (see the
+/// module doc; inheritance children are fine here: the INSERT went into the
+/// parent, so its violation came from the parent's indexes).
 ///
 /// # Safety
 /// As `lookup`.
-pub unsafe fn committed_row_exists(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<bool> {
+pub unsafe fn holder(table: pg_sys::Oid, reg: &Registration<'_>) -> Option<Holder> {
     // SAFETY: per this function's contract.
-    unsafe { lookup_locked(table, reg, Snap::Latest) }.map(|p| !matches!(p, Probed::Missing))
+    unsafe {
+        let latest = lookup_locked(table, reg, Snap::Latest)?;
+        if matches!(latest, Probed::Missing) {
+            return Some(Holder::Nobody);
+        }
+        let mine = lookup_locked(table, reg, Snap::Transaction)?;
+        Some(if matches!(mine, Probed::Missing) {
+            Holder::AfterSnapshot
+        } else {
+            Holder::HiddenByPolicy
+        })
+    }
 }
 
 /// # Safety
@@ -137,7 +164,7 @@ unsafe fn lookup_locked(table: pg_sys::Oid, reg: &Registration<'_>, snap: Snap) 
             return None;
         }
         let heap = pg_sys::table_open(table, pg_sys::NoLock as pg_sys::LOCKMODE);
-        let result = if table_fits(heap) {
+        let result = if table_fits(heap, snap == Snap::Statement) {
             attnums(heap).and_then(|cols| {
                 let idx = open_index(heap, table, &cols)?;
                 let found = scan(heap, idx, &cols.attnums, reg, snap);
@@ -153,16 +180,18 @@ unsafe fn lookup_locked(table: pg_sys::Oid, reg: &Registration<'_>, snap: Snap) 
     }
 }
 
-/// True iff `heap` is an ordinary heap table the probe may read.
+/// True iff `heap` is an ordinary heap table the probe may read; with
+/// `whole_table`, also without inheritance children (whose rows a lookup
+/// of the SQL path would see).
 ///
 /// # Safety
 /// `heap` must be an open relation.
-unsafe fn table_fits(heap: pg_sys::Relation) -> bool {
+unsafe fn table_fits(heap: pg_sys::Relation, whole_table: bool) -> bool {
     // SAFETY: reads the open relation's pg_class row.
     unsafe {
         let rel = &*(*heap).rd_rel;
         rel.relkind as u8 == pg_sys::RELKIND_RELATION
-            && !rel.relhassubclass
+            && !(whole_table && rel.relhassubclass)
             && rel.relam == pg_sys::HEAP_TABLE_AM_OID
             && !(rel.relpersistence as u8 == pg_sys::RELPERSISTENCE_UNLOGGED
                 && pg_sys::RecoveryInProgress())
@@ -285,6 +314,7 @@ unsafe fn index_fits(idx: pg_sys::Relation, table: pg_sys::Oid, cols: &Columns) 
             && (*form).indisvalid
             && (*form).indisready
             && (*form).indislive
+            && usable_by_this_transaction(idx)
             && (*form).indnkeyatts == 1
             && (*form).indkey.values.as_slice(1)[0] == cols.attnums[5]
             && (*(*idx).rd_rel).relam == pg_sys::BTREE_AM_OID
@@ -302,6 +332,28 @@ unsafe fn index_fits(idx: pg_sys::Relation, table: pg_sys::Oid, cols: &Columns) 
             )
             && *(*idx).rd_indcollation == cols.thermos_collation
             && deterministic(cols.thermos_collation)
+    }
+}
+
+/// False for an index built over broken HOT chains (`indcheckxmin`) that
+/// this transaction's snapshot may not use yet — the planner's rule
+/// (`get_relation_info`): until the index's own pg_index row is older than
+/// every snapshot of this transaction, it may lack versions they see.
+///
+/// # Safety
+/// `idx` must be an open index relation.
+unsafe fn usable_by_this_transaction(idx: pg_sys::Relation) -> bool {
+    // SAFETY: rd_index and rd_indextuple are set for every open index; the
+    // tuple header is the pg_index row's, read only.
+    unsafe {
+        if !(*(*idx).rd_index).indcheckxmin {
+            return true;
+        }
+        let header = (*(*idx).rd_indextuple).t_data;
+        let infomask = (*header).t_infomask as u32;
+        let frozen = infomask & pg_sys::HEAP_XMIN_FROZEN == pg_sys::HEAP_XMIN_FROZEN;
+        let xmin = (*header).t_choice.t_heap.t_xmin;
+        frozen || pg_sys::TransactionIdPrecedes(xmin, pg_sys::TransactionXmin)
     }
 }
 
@@ -333,7 +385,7 @@ unsafe fn scan(
         // What SPI does before a mutating statement: make this transaction's
         // earlier writes visible, then take the statement's snapshot.
         match snap {
-            Snap::Statement => {
+            Snap::Statement | Snap::Transaction => {
                 pg_sys::CommandCounterIncrement();
                 pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             }

@@ -295,7 +295,15 @@ pub fn generation() -> u64 {
             pg_sys::CacheRegisterRelcacheCallback(
                 Some(relation_changed),
                 pg_sys::Datum::from(0usize),
-            )
+            );
+            // A renamed or dropped schema changes the qualified names the
+            // statements were built with, without a relcache invalidation
+            // of the tables in it.
+            pg_sys::CacheRegisterSyscacheCallback(
+                pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+                Some(schema_changed),
+                pg_sys::Datum::from(0usize),
+            );
         };
         CALLBACK.with(|c| c.set(true));
     }
@@ -305,6 +313,11 @@ pub fn generation() -> u64 {
 /// Watch these relations (the bindings table and the bound host tables).
 pub fn watch(relations: Vec<pg_sys::Oid>) {
     WATCHED.with(|w| *w.borrow_mut() = relations);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn schema_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
 }
 
 #[pg_guard]

@@ -30,7 +30,7 @@ use crate::args::Registration;
 use crate::error::{JobError, OrRaise};
 use crate::id::{self, JobClass};
 use crate::oids;
-use crate::probe::{self, Probed};
+use crate::probe::{self, Holder, Probed};
 use crate::subxact;
 use crate::text;
 
@@ -157,6 +157,10 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
                 }
             }
             require_writable("register a new job")?;
+            // SAFETY: `table` is locked by locked_jobs().
+            if unsafe { has_deferrable_unique_index(table) } {
+                check_uniqueness_now(client, table)?;
+            }
             let job_id = mint(reg.job_class)?;
             let args = [
                 DatumWithOid::from(job_id.as_str()),
@@ -199,23 +203,28 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
                 Probed::Different => return Err(JobError::ThermosIdTaken),
                 Probed::Missing => {}
             }
-            // This snapshot or policy cannot see a row holding it. Ask the
-            // index whether one was committed at all.
+            // This snapshot or policy cannot see a row holding it: ask the
+            // index who holds it.
             // SAFETY: in a transaction, with `table` locked by locked_jobs().
-            let taken = unsafe { probe::committed_row_exists(table, reg) };
+            let holder = unsafe { probe::holder(table, reg) };
             let repeatable =
                 // SAFETY: reads the current transaction's isolation level.
                 unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
-            match taken {
+            match holder {
                 // Another unique index of the table refused the row: its
                 // error is the answer.
-                Some(false) => (*violation).rethrow(),
+                Some(Holder::Nobody) => (*violation).rethrow(),
                 // Another tenant's registration, hidden by row-level security: final.
-                _ if rls_hides_rows(table) => return Err(JobError::ThermosIdTaken),
+                Some(Holder::HiddenByPolicy) => return Err(JobError::ThermosIdTaken),
                 // Committed after this transaction's snapshot was taken.
-                _ if repeatable => return Err(JobError::ConcurrentRegistration),
+                Some(Holder::AfterSnapshot) | None if repeatable => {
+                    return Err(JobError::ConcurrentRegistration)
+                }
+                // The index cannot be read directly (a partitioned table, no
+                // usable index): a policy is the one other explanation.
+                None if rls_hides_rows(table) => return Err(JobError::ThermosIdTaken),
                 // READ COMMITTED: the winner was deleted in between; try again.
-                _ => last_violation = Some(violation),
+                Some(Holder::AfterSnapshot) | None => last_violation = Some(violation),
             }
             skip_lookup = true;
         }
@@ -225,6 +234,67 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
         }
         Err(JobError::ConcurrentRegistration)
     })
+}
+
+/// True iff `table` has a deferrable unique index (the rare table a DBA
+/// changed so): a client may have deferred its check to COMMIT, where a
+/// conflict would surface only after `created = t` was answered.
+///
+/// # Safety
+/// `table` must be locked by this transaction.
+unsafe fn has_deferrable_unique_index(table: pg_sys::Oid) -> bool {
+    // SAFETY: the locked table's current index list; each pg_index row is
+    // read from the syscache and released; a row that vanished is skipped.
+    unsafe {
+        let heap = pg_sys::table_open(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let list = pg_sys::RelationGetIndexList(heap);
+        let mut found = false;
+        if !list.is_null() {
+            for i in 0..(*list).length as usize {
+                let oid = (*(*list).elements.add(i)).oid_value;
+                let tuple = pg_sys::SearchSysCache1(
+                    pg_sys::SysCacheIdentifier::INDEXRELID as i32,
+                    pg_sys::Datum::from(oid),
+                );
+                if tuple.is_null() {
+                    continue;
+                }
+                let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
+                found |= (*form).indisunique && !(*form).indimmediate;
+                pg_sys::ReleaseSysCache(tuple);
+            }
+        }
+        pg_sys::list_free(list);
+        pg_sys::table_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
+        found
+    }
+}
+
+/// `SET CONSTRAINTS … IMMEDIATE` for the table's deferrable unique
+/// constraints, so that a conflict is raised by the INSERT itself (and
+/// re-read) instead of at COMMIT. They stay immediate for the rest of the
+/// transaction.
+fn check_uniqueness_now(client: &mut SpiClient<'_>, table: pg_sys::Oid) -> Result<(), JobError> {
+    let names = client
+        .select(
+            "SELECT pg_catalog.string_agg(pg_catalog.format('%I.%I', n.nspname, c.conname), ', ') \
+             FROM pg_catalog.pg_constraint c \
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.connamespace \
+             WHERE c.conrelid OPERATOR(pg_catalog.=) $1 AND c.condeferrable \
+             AND c.contype OPERATOR(pg_catalog.=) ANY (ARRAY['u', 'p', 'x']::pg_catalog.\"char\"[])",
+            Some(1),
+            &[DatumWithOid::from(table)],
+        )
+        .map_err(spi_failed)?
+        .first()
+        .get_one::<String>()
+        .map_err(spi_failed)?;
+    if let Some(names) = names {
+        client
+            .update(&format!("SET CONSTRAINTS {names} IMMEDIATE"), None, &[])
+            .map_err(spi_failed)?;
+    }
+    Ok(())
 }
 
 /// True iff the one row an INSERT … RETURNING gave back is `expected`,

@@ -1099,6 +1099,32 @@ mod tests {
         assert!(error_text(&getter).contains("no longer exists"));
     }
 
+    /// A renamed host schema: the kept statements are rebuilt with the bound
+    /// table's new name, so a new table under the old name is never read.
+    #[pg_test]
+    fn a_renamed_host_schema_keeps_the_binding() {
+        host();
+        let (id, _) = upsert("wf-1", "org", "o1", None);
+        let seen = || -> i64 {
+            one(&format!(
+                "SELECT count(*) FROM apollo_jobs.job_by_id('{id}', 'o1')"
+            ))
+        };
+        let listed = || -> i64 { one("SELECT count(*) FROM apollo_jobs.list_jobs('o1')") };
+        assert_eq!((seen(), listed()), (1, 1));
+        run("ALTER SCHEMA host RENAME TO legacy");
+        assert_eq!((seen(), listed()), (1, 1));
+        run("UPDATE legacy.orgs SET deleted = true WHERE nano_id = 'o1'");
+        assert_eq!((seen(), listed()), (0, 0));
+        run("CREATE SCHEMA host; CREATE TABLE host.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
+             INSERT INTO host.orgs VALUES ('o1')");
+        assert_eq!(
+            (seen(), listed()),
+            (0, 0),
+            "a look-alike table under the old name was read"
+        );
+    }
+
     /// Host row-level security that hides a scope hides its jobs: the filter
     /// fails closed.
     #[pg_test]

@@ -40,11 +40,21 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 as_pg() { sudo -u postgres -- "$@"; }
 
-# Builds (release unless PROFILE=dev) and installs the extension into $PG_CONFIG's server.
+# Builds (release unless PROFILE=dev) and installs the extension into
+# $PG_CONFIG's server. The files are built into a package directory first and
+# then moved into place (rename, a new inode): a server running meanwhile
+# keeps the library it mapped, where an in-place overwrite would crash it.
 install_extension() {
-  local flags=(--pg-config "$PG_CONFIG")
-  [ "${PROFILE:-release}" = release ] && flags+=(--release)
-  (cd "$ROOT" && cargo pgrx install "${flags[@]}" >/dev/null)
+  local flags=(--pg-config "$PG_CONFIG") pkg="$SCRATCH/package"
+  [ "${PROFILE:-release}" = release ] || flags+=(--debug)
+  rm -rf "$pkg"; mkdir -p "$pkg"
+  (cd "$ROOT" && cargo pgrx package "${flags[@]}" --out-dir "$pkg" >/dev/null)
+  local f dest
+  while IFS= read -r f; do
+    dest="/${f#"$pkg"/}"
+    mkdir -p "$(dirname "$dest")"
+    cp "$f" "$dest.apollo_jobs_new" && mv -f "$dest.apollo_jobs_new" "$dest"
+  done < <(find "$pkg" -type f)
 }
 
 # cluster_start NAME PORT [postgres -c options...]: a fresh cluster in $SCRATCH/NAME.

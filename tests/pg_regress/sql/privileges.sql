@@ -58,6 +58,19 @@ SELECT apollo_jobs.bind_scopes('public.orgs');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
+-- no USAGE on the schema, reaching the functions through a view (resolved
+-- when it was made): still 42501, whichever path would answer
+CREATE VIEW public.echo_pv1 AS
+    SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('pv-1', 'org', 'org_b', NULL, 'batch_revoke');
+GRANT SELECT ON public.echo_pv1 TO stranger;
+GRANT SELECT ON apollo_jobs.jobs TO stranger;
+SET ROLE stranger;
+SELECT created FROM public.echo_pv1;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+REVOKE SELECT ON apollo_jobs.jobs FROM stranger;
+DROP VIEW public.echo_pv1;
+
 -- the application role lists its org's jobs
 SET ROLE apollo_app;
 SELECT count(*) > 0 AS app_lists FROM apollo_jobs.list_jobs('org_b');
