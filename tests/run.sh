@@ -16,6 +16,7 @@ STAGES=(
   "standby|standby/run.sh"
   "environment|environment/run.sh"
   "listing|listing.sh"
+  "differential|differential/run.sh"
   "isolation|isolation/run.sh"
   "stress|stress/run.sh"
   "crash|crash/run.sh"
