@@ -22,7 +22,8 @@ backend_pids() {  # backend_pids DB: client backends connected to DB
 pids_ticks() { [ $# -gt 0 ] && awk '{ s += $14 + $15 } END { print s + 0 }' $(printf '/proc/%s/stat ' "$@") 2>/dev/null || echo 0; }
 
 # run_pgbench LABEL SECONDS DB ROWS SCRIPT [on_window_start_cmd] -> "tps cpu_us_per_tx window_s"
-# cpu is "nan" when the run is too short for a window of >= 1 s.
+# cpu is "nan" when the run is too short for a window of >= 1 s. pgbench gets
+# -D rows=ROWS plus the array PGBENCH_DEFINES (e.g. -D deep=<job id>), if set.
 run_pgbench() {
   local label=$1 secs=$2 db=$3 rows=$4 script=$5 hook=${6:-}
   local dir=$OUT/pgbench-agg log=$OUT/pgbench.log launch s e pids t0 t1 bp tps txns cpu
@@ -30,7 +31,7 @@ run_pgbench() {
   rm -rf "$dir"; mkdir -p "$dir"
   launch=$(now)
   (cd "$dir" && exec "$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$secs" \
-      -D rows="$rows" -l --aggregate-interval=1 --log-prefix=agg -f "$script" "$db") >"$log" 2>&1 &
+      -D rows="$rows" ${PGBENCH_DEFINES[@]+"${PGBENCH_DEFINES[@]}"} -l --aggregate-interval=1 --log-prefix=agg -f "$script" "$db") >"$log" 2>&1 &
   bp=$!
   s=$(awk -v l="$launch" 'BEGIN { x = l + 0.7; printf "%d", (x == int(x)) ? x : int(x) + 1 }')
   e=$(awk -v l="$launch" -v t="$secs" 'BEGIN { printf "%d", int(l + t - 0.2) }')

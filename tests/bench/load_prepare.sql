@@ -1,8 +1,10 @@
 -- Load, step 1 of 3: take the unique constraints, indexes and FKs off
 -- apollo_jobs.jobs for the bulk insert, keeping their exact catalog
 -- definitions (pg_get_constraintdef / pg_get_indexdef) to put back in step 3,
--- so the end state is what create_jobs_table() made. Every CHECK and the
--- job_id domain check stay on and run for every loaded row.
+-- so the end state is what create_jobs_table() made (0.2.0: jobs_pkey,
+-- jobs_thermos_job_id_key, jobs_org_listing_idx, jobs_project_listing_idx and
+-- the two FKs). Every CHECK and the job_id domain check stay on and run for
+-- every loaded row.
 \set ON_ERROR_STOP 1
 CREATE SCHEMA bench_load;
 CREATE TABLE bench_load.saved_ddl AS

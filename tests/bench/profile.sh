@@ -3,7 +3,7 @@
 # previous `BENCH_KEEP=1 bash tests/bench/run.sh` (or bench.sh) left running:
 #
 #   BENCH_KEEP=1 BENCH_ONLY=none BENCH_QUICK=1 BENCH_LARGE_ROWS=1000000 bash tests/bench/run.sh
-#   bash tests/bench/profile.sh hot_ext          # or hot_floor, get_ext, cold_ext, ...
+#   bash tests/bench/profile.sh hot_ext          # or hot_floor, get_ext, list_ext, cold_ext, ...
 #
 # Runs pgbench (as bench.sh does) and samples both backends with
 # `perf record -e cpu-clock --call-graph dwarf` over the run's CPU window
@@ -18,7 +18,8 @@ PGBIN=$SCRATCH/bench-pgroot$("$PG_CONFIG" --bindir)
 export PGHOST=$SCRATCH/bench PGPORT=$PORT PGUSER=postgres
 [ -f "$SCRATCH/bench/data/postmaster.pid" ] || { echo "no benchmark cluster: run with BENCH_KEEP=1 first" >&2; exit 1; }
 command -v perf >/dev/null || { echo "perf not found (apt-get install -y linux-perf)" >&2; exit 1; }
-source "$SCRATCH/bench-out/rows.env"   # the row counts bench.sh loaded
+source "$SCRATCH/bench-out/rows.env"   # the row counts bench.sh loaded, the deep listing cursor
+PGBENCH_DEFINES=(-D "deep=${DEEP:-}" -D "big_org=${BIG_ORG:-}" -D "big_project=${BIG_PROJECT:-}")
 case $variant in
   *_small|mint_*) db=apollo_bench_small rows=$SMALL ;;
   *) db=apollo_bench_large rows=$LARGE ;;

@@ -1,8 +1,11 @@
 -- On-disk size of apollo_jobs.jobs and each of its indexes (main fork,
--- after VACUUM), as `name|bytes|entries|detail` lines; the partial project
--- index holds one entry per project job. detail, when pgstattuple is
--- installed: for the table, the average tuple length (header included) and
--- free space; for an index, pgstatindex's average leaf density.
+-- after VACUUM), as `name|bytes|entries|detail` lines; the partial index
+-- jobs_project_listing_idx (project_id, created_at DESC, job_id DESC) WHERE
+-- project_id IS NOT NULL holds one entry per project job, the others
+-- (jobs_pkey, jobs_thermos_job_id_key, jobs_org_listing_idx) one per row.
+-- detail, when pgstattuple is installed: for the table, the average tuple
+-- length (header included) and free space; for an index, pgstatindex's
+-- average leaf density.
 \set ON_ERROR_STOP 1
 \pset format unaligned
 \pset tuples_only on
@@ -12,7 +15,8 @@ WITH counts AS (
     SELECT c.oid, c.relname, c.relkind, pg_relation_size(c.oid) AS bytes,
            c.relkind = 'i' AND pg_get_indexdef(c.oid) LIKE '% WHERE %' AS partial
       FROM pg_class c
-     WHERE c.relnamespace = 'apollo_jobs'::regnamespace AND c.relkind IN ('r', 'i')
+     WHERE c.oid = 'apollo_jobs.jobs'::regclass
+        OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'apollo_jobs.jobs'::regclass)
 ), stats AS (
     SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pgstattuple') AS available
 )
