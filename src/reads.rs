@@ -5,13 +5,17 @@
 //! is built from the bindings, prepared, kept, and built again when the jobs
 //! table is replaced or the bindings (or a bound table) change.
 //!
-//! Why `list_jobs` runs with `enable_sort = off` (its declaration's SET
-//! clause): the planner underestimates how many of a project's jobs pass
-//! the org and visibility filters (they are correlated), and for a handful
-//! of estimated rows a bitmap scan plus a sort looks cheapest — for a
-//! project of a million jobs it would sort them all for every page. With
-//! sorting priced out, a page is always the index's own order, stopped
-//! after `page_size` rows.
+//! Why `list_jobs` runs with `enable_sort = off`, `enable_seqscan = off`
+//! and `plan_cache_mode = force_generic_plan` (its declaration's SET
+//! clause): a page must be the listing index's own order, stopped after
+//! `page_size` rows, with every scope row found through its key. The planner
+//! underestimates how many of a project's jobs pass the (correlated) org and
+//! visibility filters; for a handful of estimated rows a bitmap scan plus a
+//! sort, a hashed scope subquery over the whole host table, or a sequential
+//! scan of the host table look cheapest — at a million jobs per project each
+//! costs milliseconds per page. With those priced out, the one plan left is
+//! the keyset range scan; made once per backend (generic), it is not
+//! re-planned for every page either.
 //!
 //! Why one statement per listing shape: a keyset page must be an index range
 //! scan on `(org_id|project_id, created_at DESC, job_id DESC)` that stops
@@ -41,7 +45,7 @@ use crate::scopes::{self, Binding};
 use crate::srf::Rows;
 use crate::store::spi_failed;
 
-const COLUMNS: &str = "j.job_id::apollo_jobs.job_id, j.job_class::pg_catalog.text, \
+const COLUMNS: &str = "j.job_id::pg_catalog.text, j.job_class::pg_catalog.text, \
     j.org_id::pg_catalog.text, j.project_id::pg_catalog.text, j.job_type::pg_catalog.text, \
     j.thermos_job_id::pg_catalog.text, j.created_at::pg_catalog.timestamptz";
 
@@ -96,7 +100,16 @@ const LIST_TYPES: [PgOid; 6] = [
 ];
 
 impl Statement {
-    fn sql(self, visibility: &str) -> String {
+    fn sql(self, bindings: &[Binding]) -> String {
+        use scopes::Source::{Absent, Param, Row};
+        let visibility = match self {
+            Statement::Getter => scopes::visibility(bindings, Row, Row),
+            Statement::Cursor(scope) | Statement::Page(scope, _) => match scope {
+                Scope::Project => scopes::visibility(bindings, Param("$1"), Param("$2")),
+                Scope::Org => scopes::visibility(bindings, Param("$1"), Absent),
+                Scope::OrgWithProjects => scopes::visibility(bindings, Param("$1"), Row),
+            },
+        };
         match self {
             Statement::Getter => format!(
                 "SELECT {COLUMNS} FROM apollo_jobs.jobs j \
@@ -135,7 +148,7 @@ impl Statement {
 /// What the statements were built from: the jobs table and the bindings.
 struct Prepared {
     key: (pg_sys::Oid, u64),
-    visibility: String,
+    bindings: Vec<Binding>,
     plans: HashMap<Statement, Rc<OwnedPreparedStatement>>,
 }
 
@@ -165,11 +178,10 @@ fn plan(
         scopes::watch(watched);
         // Loading the bindings may itself have processed invalidations.
         let key = (table, scopes::generation());
-        let visibility = scopes::visibility(&bindings);
         PREPARED.with(|p| {
             *p.borrow_mut() = Some(Prepared {
                 key,
-                visibility,
+                bindings,
                 plans: HashMap::new(),
             })
         });
@@ -184,7 +196,7 @@ fn plan(
     let sql = PREPARED.with(|p| {
         p.borrow()
             .as_ref()
-            .map(|p| statement.sql(&p.visibility))
+            .map(|p| statement.sql(&p.bindings))
             .unwrap_or_default()
     });
     let prepared = Rc::new(

@@ -248,15 +248,34 @@ pub fn load() -> Result<Vec<Binding>, JobError> {
         .collect()
 }
 
+/// Where a statement finds the org or project id it filters by.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Source {
+    /// The row's own column (`j.org_id`, `j.project_id`): checked per row.
+    Row,
+    /// A statement parameter every row equals (`$1`, `$2`): checked once
+    /// per statement, as an uncorrelated subquery (an InitPlan).
+    Param(&'static str),
+    /// Not checked: no row of the statement has one (org-class jobs only).
+    Absent,
+}
+
 /// The visibility condition for jobs aliased `j`: `AND …` clauses, empty
-/// when nothing is bound.
-pub fn visibility(bindings: &[Binding]) -> String {
+/// when nothing is bound. A listing of one project (or of an org's own
+/// jobs) passes the scope ids as parameters, so that each page checks the
+/// org and project rows once rather than once per job.
+pub fn visibility(bindings: &[Binding], org: Source, project: Source) -> String {
     let mut sql = String::new();
     for b in bindings {
-        let (alias, column) = if b.scope == "org" {
-            ("o", "org_id")
+        let (alias, column, source) = if b.scope == "org" {
+            ("o", "org_id", org)
         } else {
-            ("p", "project_id")
+            ("p", "project_id", project)
+        };
+        let value = match source {
+            Source::Row => format!("j.{column}"),
+            Source::Param(param) => param.to_string(),
+            Source::Absent => continue,
         };
         let live = match &b.deleted {
             None => String::new(),
@@ -265,14 +284,14 @@ pub fn visibility(bindings: &[Binding]) -> String {
         };
         let exists = format!(
             "EXISTS (SELECT FROM {rel} {alias} WHERE {alias}.{key} OPERATOR(pg_catalog.=) \
-             j.{column}{live})",
+             {value}{live})",
             rel = b.sql_relation,
             key = b.key,
         );
-        if b.scope == "org" {
-            sql.push_str(&format!(" AND {exists}"));
-        } else {
+        if b.scope == "project" && source == Source::Row {
             sql.push_str(&format!(" AND (j.project_id IS NULL OR {exists})"));
+        } else {
+            sql.push_str(&format!(" AND {exists}"));
         }
     }
     sql

@@ -106,7 +106,9 @@ impl Rows {
                     .as_slice(n)
                     .iter()
                     .zip((*want).attrs.as_slice(n))
-                    .all(|(got, want)| got.atttypid == want.atttypid);
+                    .all(|(got, want)| {
+                        got.atttypid == want.atttypid || got.atttypid == base_type(want.atttypid)
+                    });
             if !same_shape {
                 return Err(JobError::Internal(
                     "a read statement does not match the result columns".into(),
@@ -115,6 +117,26 @@ impl Rows {
         }
         Ok(())
     }
+}
+
+/// The base type of a result column's type: a value of a domain's base
+/// type goes into a domain-typed column as it is (the statements read the
+/// job id as text; the table's CHECK has already checked it). Kept per
+/// backend: a domain's base type never changes.
+fn base_type(typid: pg_sys::Oid) -> pg_sys::Oid {
+    thread_local! {
+        static KEPT: std::cell::Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    if let Some((domain, base)) = KEPT.with(std::cell::Cell::get) {
+        if domain == typid {
+            return base;
+        }
+    }
+    // SAFETY: a syscache read of a type OID from the call's result descriptor.
+    let base = unsafe { pg_sys::getBaseType(typid) };
+    KEPT.with(|kept| kept.set(Some((typid, base))));
+    base
 }
 
 /// The `TriggerData` of a trigger call.
