@@ -21,6 +21,7 @@ mod oids;
 mod probe;
 mod reads;
 mod scopes;
+mod spiplan;
 mod srf;
 mod store;
 mod subxact;

@@ -33,17 +33,15 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
 use crate::args;
 use crate::error::JobError;
 use crate::id;
 use crate::oids;
 use crate::scopes::{self, Binding};
+use crate::spiplan::KeptPlan;
 use crate::srf::Rows;
-use crate::store::spi_failed;
 
 const COLUMNS: &str = "j.job_id::pg_catalog.text, j.job_class::pg_catalog.text, \
     j.org_id::pg_catalog.text, j.project_id::pg_catalog.text, j.job_type::pg_catalog.text, \
@@ -90,13 +88,13 @@ enum Statement {
 
 /// Parameters of every listing statement, in order: org_id, project_id,
 /// job_type, cursor created_at, cursor job_id, page size.
-const LIST_TYPES: [PgOid; 6] = [
-    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-    PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
-    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
-    PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+const LIST_TYPES: [pg_sys::Oid; 6] = [
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::INT8OID,
 ];
 
 impl Statement {
@@ -137,7 +135,7 @@ impl Statement {
         }
     }
 
-    fn types(self) -> &'static [PgOid] {
+    fn types(self) -> &'static [pg_sys::Oid] {
         match self {
             Statement::Getter => &LIST_TYPES[..3],
             Statement::Cursor(_) | Statement::Page(..) => &LIST_TYPES,
@@ -149,7 +147,7 @@ impl Statement {
 struct Prepared {
     key: (pg_sys::Oid, u64),
     bindings: Vec<Binding>,
-    plans: HashMap<Statement, Rc<OwnedPreparedStatement>>,
+    plans: HashMap<Statement, Rc<KeptPlan>>,
 }
 
 thread_local! {
@@ -158,10 +156,7 @@ thread_local! {
 
 /// The kept plan of `statement`, built now if the table or the bindings
 /// changed since it was.
-fn plan(
-    client: &SpiClient<'_>,
-    statement: Statement,
-) -> Result<Rc<OwnedPreparedStatement>, JobError> {
+fn plan(statement: Statement) -> Result<Rc<KeptPlan>, JobError> {
     let table = oids::locked_jobs().ok_or(JobError::JobsTableMissing)?;
     // Take in DDL committed since this transaction last looked (locking the
     // jobs table does not if this transaction holds it already), so a
@@ -199,12 +194,7 @@ fn plan(
             .map(|p| statement.sql(&p.bindings))
             .unwrap_or_default()
     });
-    let prepared = Rc::new(
-        client
-            .prepare(sql.as_str(), statement.types())
-            .map_err(spi_failed)?
-            .keep(),
-    );
+    let prepared = Rc::new(KeptPlan::prepare(&sql, statement.types())?);
     PREPARED.with(|p| {
         if let Some(p) = p.borrow_mut().as_mut() {
             p.plans.insert(statement, Rc::clone(&prepared));
@@ -220,23 +210,20 @@ pub fn job_by_id(
     project_id: Option<&str>,
     rows: &Rows,
 ) -> Result<(), JobError> {
-    Spi::connect(|client| {
-        let plan = plan(client, Statement::Getter)?;
+    Spi::connect(|_client| {
+        let plan = plan(Statement::Getter)?;
         if !id::is_valid(job_id.as_bytes()) {
             return Ok(());
         }
-        let args = [
-            DatumWithOid::from(job_id),
-            DatumWithOid::from(org_id),
-            DatumWithOid::from(project_id),
-        ];
-        let found = client
-            .select(&*plan, Some(1), &args)
-            .map_err(spi_failed)?
-            .len();
-        // SAFETY: right after the statement, before any other SPI call.
-        unsafe { rows.put_spi_result(found) }
+        let args = [text(Some(job_id)), text(Some(org_id)), text(project_id)];
+        plan.run(&args, Some(rows.store()))?;
+        Ok(())
     })
+}
+
+/// A text parameter.
+fn text(value: Option<&str>) -> (pg_sys::Oid, Option<pg_sys::Datum>) {
+    (pg_sys::TEXTOID, value.and_then(IntoDatum::into_datum))
 }
 
 /// The arguments of `list_jobs`, as SQL passed them.
@@ -272,14 +259,14 @@ pub fn list_jobs(request: &ListRequest<'_>, rows: &Rows) -> Result<(), JobError>
             return Err(JobError::InvalidJobType(job_type.to_string()));
         }
     }
-    Spi::connect(|client| {
+    Spi::connect(|_client| {
         let mut args = [
-            DatumWithOid::from(org_id),
-            DatumWithOid::from(request.project_id),
-            DatumWithOid::from(request.job_type),
-            DatumWithOid::from(None::<pgrx::datum::TimestampWithTimeZone>),
-            DatumWithOid::from(request.starting_after),
-            DatumWithOid::from(i64::from(page_size)),
+            text(Some(org_id)),
+            text(request.project_id),
+            text(request.job_type),
+            (pg_sys::TIMESTAMPTZOID, None),
+            text(request.starting_after),
+            (pg_sys::INT8OID, i64::from(page_size).into_datum()),
         ];
         let after = match request.starting_after {
             None => false,
@@ -287,25 +274,24 @@ pub fn list_jobs(request: &ListRequest<'_>, rows: &Rows) -> Result<(), JobError>
                 if !id::is_valid(cursor.as_bytes()) {
                     return Err(JobError::InvalidCursor);
                 }
-                let plan = plan(client, Statement::Cursor(scope))?;
-                let table = client.select(&*plan, Some(1), &args).map_err(spi_failed)?;
-                if table.is_empty() {
+                if plan(Statement::Cursor(scope))?.run(&args, None)? == 0 {
                     return Err(JobError::InvalidCursor);
                 }
-                let created_at = table
-                    .first()
-                    .get::<pgrx::datum::TimestampWithTimeZone>(1)
-                    .map_err(spi_failed)?;
-                args[3] = DatumWithOid::from(created_at);
+                // SAFETY: the cursor statement just returned a row into
+                // SPI_tuptable; its first column is a NOT NULL timestamptz,
+                // a by-value datum.
+                let created_at = unsafe {
+                    let table = pg_sys::SPI_tuptable;
+                    let mut isnull = false;
+                    let value =
+                        pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
+                    (!isnull).then_some(value)
+                };
+                args[3] = (pg_sys::TIMESTAMPTZOID, created_at);
                 true
             }
         };
-        let plan = plan(client, Statement::Page(scope, after))?;
-        let found = client
-            .select(&*plan, None, &args)
-            .map_err(spi_failed)?
-            .len();
-        // SAFETY: right after the statement, before any other SPI call.
-        unsafe { rows.put_spi_result(found) }
+        plan(Statement::Page(scope, after))?.run(&args, Some(rows.store()))?;
+        Ok(())
     })
 }

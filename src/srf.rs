@@ -69,74 +69,13 @@ impl Rows {
 }
 
 impl Rows {
-    /// Appends SPI's current result, whose descriptor must match the
-    /// expected result column for column (same count, same types).
-    ///
-    /// # Safety
-    /// Must be called right after an SPI statement that returned rows, before
-    /// the next SPI call or `SPI_finish`.
-    pub unsafe fn put_spi_result(&self, rows: usize) -> Result<(), JobError> {
-        // SAFETY: SPI_tuptable holds the result of the statement just run,
-        // with at least `rows` tuples.
-        unsafe {
-            let table = pg_sys::SPI_tuptable;
-            if table.is_null() {
-                return Ok(());
-            }
-            let desc = (*table).tupdesc;
-            self.check_shape(desc)?;
-            for i in 0..rows {
-                pg_sys::tuplestore_puttuple((*self.rsinfo).setResult, *(*table).vals.add(i));
-            }
-        }
-        Ok(())
+    /// The result tuplestore, for statements that write into it directly
+    /// (`spiplan.rs`). Their columns are cast to the result's types (the
+    /// job id as text, which is what the `job_id` domain holds).
+    pub fn store(&self) -> *mut pg_sys::Tuplestorestate {
+        // SAFETY: `begin` set up setResult for this call.
+        unsafe { (*self.rsinfo).setResult }
     }
-
-    /// # Safety
-    /// `desc` must be a valid tuple descriptor.
-    unsafe fn check_shape(&self, desc: pg_sys::TupleDesc) -> Result<(), JobError> {
-        // SAFETY: `desc` per this function's contract; setDesc was set up by
-        // `begin`; both are read for `natts` attributes only.
-        unsafe {
-            let want = (*self.rsinfo).setDesc;
-            let n = (*want).natts as usize;
-            let same_shape = (*desc).natts as usize == n
-                && (*desc)
-                    .attrs
-                    .as_slice(n)
-                    .iter()
-                    .zip((*want).attrs.as_slice(n))
-                    .all(|(got, want)| {
-                        got.atttypid == want.atttypid || got.atttypid == base_type(want.atttypid)
-                    });
-            if !same_shape {
-                return Err(JobError::Internal(
-                    "a read statement does not match the result columns".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The base type of a result column's type: a value of a domain's base
-/// type goes into a domain-typed column as it is (the statements read the
-/// job id as text; the table's CHECK has already checked it). Kept per
-/// backend: a domain's base type never changes.
-fn base_type(typid: pg_sys::Oid) -> pg_sys::Oid {
-    thread_local! {
-        static KEPT: std::cell::Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> =
-            const { std::cell::Cell::new(None) };
-    }
-    if let Some((domain, base)) = KEPT.with(std::cell::Cell::get) {
-        if domain == typid {
-            return base;
-        }
-    }
-    // SAFETY: a syscache read of a type OID from the call's result descriptor.
-    let base = unsafe { pg_sys::getBaseType(typid) };
-    KEPT.with(|kept| kept.set(Some((typid, base))));
-    base
 }
 
 /// The `TriggerData` of a trigger call.

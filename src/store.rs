@@ -211,9 +211,6 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
                 // SAFETY: reads the current transaction's isolation level.
                 unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
             match holder {
-                // Another unique index of the table refused the row: its
-                // error is the answer.
-                Some(Holder::Nobody) => (*violation).rethrow(),
                 // Another tenant's registration, hidden by row-level security: final.
                 Some(Holder::HiddenByPolicy) => return Err(JobError::ThermosIdTaken),
                 // Committed after this transaction's snapshot was taken.
@@ -223,8 +220,14 @@ pub fn upsert(reg: &Registration<'_>) -> Result<(Vec<u8>, bool), JobError> {
                 // The index cannot be read directly (a partitioned table, no
                 // usable index): a policy is the one other explanation.
                 None if rls_hides_rows(table) => return Err(JobError::ThermosIdTaken),
-                // READ COMMITTED: the winner was deleted in between; try again.
-                Some(Holder::AfterSnapshot) | None => last_violation = Some(violation),
+                // Nobody holds it now — another unique index of the table
+                // refused the row, or the winner was deleted in between — or
+                // (READ COMMITTED) it was committed just now: try again. A
+                // violation that keeps coming is another index's, and its
+                // own error is the answer.
+                Some(Holder::Nobody | Holder::AfterSnapshot) | None => {
+                    last_violation = Some(violation)
+                }
             }
             skip_lookup = true;
         }
