@@ -5,17 +5,16 @@
 //! is built from the bindings, prepared, kept, and built again when the jobs
 //! table is replaced or the bindings (or a bound table) change.
 //!
-//! Why `list_jobs` runs with `enable_sort = off`, `enable_seqscan = off`
-//! and `plan_cache_mode = force_generic_plan` (its declaration's SET
-//! clause): a page must be the listing index's own order, stopped after
-//! `page_size` rows, with every scope row found through its key. The planner
-//! underestimates how many of a project's jobs pass the (correlated) org and
-//! visibility filters; for a handful of estimated rows a bitmap scan plus a
-//! sort, a hashed scope subquery over the whole host table, or a sequential
-//! scan of the host table look cheapest — at a million jobs per project each
-//! costs milliseconds per page. With those priced out, the one plan left is
-//! the keyset range scan; made once per backend (generic), it is not
-//! re-planned for every page either.
+//! Why `list_jobs` runs with `enable_sort = off` and `enable_seqscan =
+//! off` (its declaration's SET clause): a page must be the listing index's
+//! own order, stopped after `page_size` rows, with every scope row found
+//! through its key. The planner underestimates how many of a project's jobs
+//! pass the (correlated) org and visibility filters; for a handful of
+//! estimated rows a bitmap scan plus a sort, a hashed scope subquery over the
+//! whole host table, or a sequential scan of the host table look cheapest —
+//! at a million jobs per project each costs milliseconds per page. With
+//! those priced out, the one plan left is the keyset range scan; kept as a
+//! generic plan (`spiplan.rs`), it is not re-planned for every page either.
 //!
 //! Why one statement per listing shape: a keyset page must be an index range
 //! scan on `(org_id|project_id, created_at DESC, job_id DESC)` that stops

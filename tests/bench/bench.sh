@@ -242,7 +242,7 @@ say "sanity checks passed"
 PLANS=$OUT/plans.txt; : >"$PLANS"
 # The bare SELECT's session runs, like list_jobs (its SET clause), without
 # sorts: see scripts/list_bare.sql.
-BARE_LIST_OPTIONS="-c enable_sort=off -c enable_seqscan=off -c plan_cache_mode=force_generic_plan"
+BARE_LIST_OPTIONS="-c enable_sort=off -c enable_seqscan=off -c plan_cache_mode=force_generic_plan"  # the generic plan list_jobs keeps
 ext_plan() {  # ext_plan DB ARGS: auto_explain of the 7th list_jobs(ARGS) in a session
   { echo "=== $1: list_jobs($2)"
     P -d "$1" -o /dev/null 2>&1 <<SQL
