@@ -14,6 +14,7 @@
 
 use pgrx::pg_sys;
 
+use crate::compat;
 use crate::error::JobError;
 
 /// A call's result set in materialize mode.
@@ -101,11 +102,9 @@ impl Rows {
             let want = (*self.rsinfo).setDesc;
             let n = (*want).natts as usize;
             let same_shape = (*desc).natts as usize == n
-                && (*desc)
-                    .attrs
-                    .as_slice(n)
+                && compat::tuple_desc_attrs(desc)
                     .iter()
-                    .zip((*want).attrs.as_slice(n))
+                    .zip(compat::tuple_desc_attrs(want))
                     .all(|(got, want)| got.atttypid == want.atttypid);
             if !same_shape {
                 return Err(JobError::Internal(
