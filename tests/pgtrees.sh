@@ -34,7 +34,10 @@ DEB17=postgresql-server-dev-17
 
 pip_cmd() {
   local venv="$TREES/.pip"
-  if [ ! -x "$venv/bin/pip" ]; then python3 -m venv "$venv" >/dev/null; fi
+  if [ ! -x "$venv/bin/pip" ]; then
+    bash "$ROOT/tests/python_prereqs.sh"   # Debian 12 ships venv separately
+    python3 -m venv "$venv" >/dev/null
+  fi
   "$venv/bin/pip" --disable-pip-version-check -q "$@"
 }
 
