@@ -6,9 +6,10 @@
 #   1. cargo pgrx test pgN (the Rust tests and every #[pg_test]),
 #   2. the release build installed into the tree (cargo pgrx install),
 #   3. the pg_regress and isolation suites against a scratch cluster of that
-#      tree, with the same expected output as on 15.
+#      tree, with the same expected output as on 15, then dump_restore.sh and
+#      upgrade.sh (earlier extension versions with rows, updated in place).
 # Prints one line per major:
-#   versions: pgN ok (pgrx P passed, pg_regress R/R, isolation I/I)
+#   versions: pgN ok (pgrx P passed, pg_regress R/R, isolation I/I, dump_restore ok, upgrade ok; ...)
 # Run a subset with: tests/versions.sh 16 18   (or APOLLO_JOBS_VERSIONS="16 18")
 source "$(dirname "$0")/lib.sh"
 
@@ -58,15 +59,21 @@ run_major() {
   fi
   local t2; t2=$(date +%s)
 
-  # 3. The SQL suites, with this tree's server, psql and test drivers.
+  # 3. The SQL suites, with this tree's server, psql, pg_dump and test drivers.
   if ! PG_CONFIG=$pgc bash "$ROOT/tests/pg_regress/run.sh" >"$log/pg_regress.log" 2>&1; then
     echo "versions: pg$n FAILED (pg_regress; $log/pg_regress.log)"; tail -n 60 "$log/pg_regress.log"; return 1
   fi
   if ! PG_CONFIG=$pgc bash "$ROOT/tests/isolation/run.sh" >"$log/isolation.log" 2>&1; then
     echo "versions: pg$n FAILED (isolation; $log/isolation.log)"; tail -n 60 "$log/isolation.log"; return 1
   fi
+  local s
+  for s in dump_restore upgrade; do
+    if ! PG_CONFIG=$pgc bash "$ROOT/tests/$s.sh" >"$log/$s.log" 2>&1; then
+      echo "versions: pg$n FAILED ($s; $log/$s.log)"; tail -n 30 "$log/$s.log"; return 1
+    fi
+  done
   local t3; t3=$(date +%s)
-  echo "versions: pg$n ok (pgrx $passed passed, pg_regress $n_regress/$n_regress, isolation $n_isolation/$n_isolation; $("$pgc" --version); pgrx test $((t1 - t0))s, release build $((t2 - t1))s, suites $((t3 - t2))s)"
+  echo "versions: pg$n ok (pgrx $passed passed, pg_regress $n_regress/$n_regress, isolation $n_isolation/$n_isolation, dump_restore ok, upgrade ok; $("$pgc" --version); pgrx test $((t1 - t0))s, release build $((t2 - t1))s, suites $((t3 - t2))s)"
 }
 
 failed=()
