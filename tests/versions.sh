@@ -3,13 +3,14 @@
 # system's, is what every other stage tests). For each major, in a private
 # tree under $SCRATCH/pgtrees (tests/pgtrees.sh; the system PostgreSQL 15 and
 # ~/.pgrx are untouched, pgrx gets its own PGRX_HOME per major):
+#   0. clippy (warnings are errors) with pgN's cfg,
 #   1. cargo pgrx test pgN (the Rust tests and every #[pg_test]),
 #   2. the release build installed into the tree (cargo pgrx install),
 #   3. the pg_regress and isolation suites against a scratch cluster of that
 #      tree, with the same expected output as on 15, then dump_restore.sh and
 #      upgrade.sh (earlier extension versions with rows, updated in place).
 # Prints one line per major:
-#   versions: pgN ok (pgrx P passed, pg_regress R/R, isolation I/I, dump_restore ok, upgrade ok; ...)
+#   versions: pgN ok (clippy clean, pgrx P passed, pg_regress R/R, isolation I/I, dump_restore ok, upgrade ok; ...)
 # Run a subset with: tests/versions.sh 16 18   (or APOLLO_JOBS_VERSIONS="16 18")
 source "$(dirname "$0")/lib.sh"
 
@@ -38,6 +39,12 @@ run_major() {
       echo "versions: pg$n FAILED (cargo pgrx init; $log/init.log)"; tail -n 20 "$log/init.log"; return 1; }
   fi
   local features=(--no-default-features --features "pg$n")
+
+  # 0. clippy for this major's cfg (the lint stage covers pg15).
+  if ! (cd "$ROOT" && cargo clippy --all-targets "${features[@]}" --features pg_test -- -D warnings) \
+      >"$log/clippy.log" 2>&1; then
+    echo "versions: pg$n FAILED (clippy; $log/clippy.log)"; grep -E '^(error|warning)' -A 8 "$log/clippy.log" | head -n 40; return 1
+  fi
 
   # 1. cargo pgrx test (installs its debug build with the test schema into
   # the private tree; step 2 replaces it with the release build).
@@ -73,7 +80,7 @@ run_major() {
     fi
   done
   local t3; t3=$(date +%s)
-  echo "versions: pg$n ok (pgrx $passed passed, pg_regress $n_regress/$n_regress, isolation $n_isolation/$n_isolation, dump_restore ok, upgrade ok; $("$pgc" --version); pgrx test $((t1 - t0))s, release build $((t2 - t1))s, suites $((t3 - t2))s)"
+  echo "versions: pg$n ok (clippy clean, pgrx $passed passed, pg_regress $n_regress/$n_regress, isolation $n_isolation/$n_isolation, dump_restore ok, upgrade ok; $("$pgc" --version); pgrx test $((t1 - t0))s, release build $((t2 - t1))s, suites $((t3 - t2))s)"
 }
 
 failed=()
