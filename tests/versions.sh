@@ -26,7 +26,7 @@ n_isolation=$(find "$ROOT/tests/isolation/specs" -name '*.spec' | wc -l)
 
 # run_major N: prints the summary line; returns non-zero on any failure.
 run_major() {
-  local n=$1 log="$logs/pg$n" pgc
+  local n=$1; local log="$logs/pg$n" pgc
   mkdir -p "$log"
   if ! pgc=$(bash "$ROOT/tests/pgtrees.sh" "$n" | awk -v v="pg$n" '$1 == v {print $2}') || [ -z "$pgc" ]; then
     echo "versions: pg$n FAILED (installing the PostgreSQL $n tree)"; return 1
