@@ -37,8 +37,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
   PORT_LISTING=5490          # listing.sh
   PORT_DIFFERENTIAL=5495     # differential/run.sh (reuses stress's)
   # versions.sh runs pg_regress/run.sh and isolation/run.sh per major, on
-  # PORT_PG_REGRESS and PORT_ISOLATION; its `cargo pgrx test pgN` uses pgrx's
-  # own port, 28800 + N (28815 for the pgrx stage's pg15).
+  # PORT_PG_REGRESS and PORT_ISOLATION (and dump_restore.sh, upgrade.sh on
+  # theirs); `cargo pgrx test` (pgrx stage, versions) takes an ephemeral port.
 }
 # APOLLO_JOBS_PORT_OFFSET=N shifts every port above by N, for a second
 # checkout's tests running beside this one's (default 0: the table as is).
