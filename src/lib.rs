@@ -13,6 +13,7 @@
 use pgrx::prelude::*;
 
 mod args;
+mod compat;
 mod ddl;
 mod error;
 mod guc;

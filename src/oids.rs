@@ -25,6 +25,8 @@ use std::ffi::CStr;
 
 use pgrx::{pg_guard, pg_sys};
 
+use crate::compat;
+
 thread_local! {
     /// `None`: not looked up since the last invalidation; `Some(None)`: no such relation.
     static KEPT: Cell<Option<Option<pg_sys::Oid>>> = const { Cell::new(None) };
@@ -106,7 +108,7 @@ fn require_schema_usage() {
             return;
         }
         let result =
-            pg_sys::pg_namespace_aclcheck(namespace, user, pg_sys::ACL_USAGE as pg_sys::AclMode);
+            compat::namespace_aclcheck(namespace, user, pg_sys::ACL_USAGE as pg_sys::AclMode);
         if result != pg_sys::AclResult::ACLCHECK_OK {
             pg_sys::aclcheck_error(
                 result,

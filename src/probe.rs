@@ -30,6 +30,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 
 use crate::args::Registration;
+use crate::compat;
 use crate::text;
 
 /// Columns the probe reads, by name (attribute numbers are looked up in the
@@ -215,8 +216,7 @@ unsafe fn attnums(heap: pg_sys::Relation) -> Option<Columns> {
     // SAFETY: reads the open relation's tuple descriptor, natts entries long.
     unsafe {
         let desc = (*heap).rd_att;
-        let natts = (*desc).natts as usize;
-        let attrs = (*desc).attrs.as_slice(natts);
+        let attrs = compat::tuple_desc_attrs(desc);
         let mut found = [0i16; 6];
         let mut thermos_collation = pg_sys::InvalidOid;
         for (slot, name) in found.iter_mut().zip(COLUMNS) {
@@ -405,7 +405,7 @@ unsafe fn scan(
         );
         key.sk_collation = *(*idx).rd_indcollation;
 
-        let desc = pg_sys::index_beginscan(heap, idx, snapshot, 1, 0);
+        let desc = compat::index_beginscan(heap, idx, snapshot, 1, 0);
         pg_sys::index_rescan(desc, &mut key, 1, std::ptr::null_mut(), 0);
         let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
         let found = if pg_sys::index_getnext_slot(

@@ -1008,12 +1008,21 @@ mod tests {
         run("DROP EXTENSION apollo_jobs CASCADE");
         let kept: String = one("SELECT job_id FROM apollo_jobs.jobs WHERE thermos_job_id = 'wf-1'");
         assert_eq!(kept, id);
+        // PostgreSQL 18 also lists NOT NULL as constraints (contype 'n');
+        // those are checked through attnotnull, the same on every major.
         let constraints: String = one(
-            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass",
+            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass AND contype <> 'n'",
         );
         assert_eq!(
             constraints,
             "jobs_org_id_fkey,jobs_pkey,jobs_project_id_fkey,jobs_thermos_job_id_key"
+        );
+        let not_null: String = one(
+            "SELECT string_agg(attname, ',' ORDER BY attname) FROM pg_attribute WHERE attrelid = 'apollo_jobs.jobs'::regclass AND attnum > 0 AND attnotnull AND NOT attisdropped",
+        );
+        assert_eq!(
+            not_null,
+            "created_at,job_class,job_id,job_type,org_id,thermos_job_id"
         );
         let indexes: i64 =
             one("SELECT count(*) FROM pg_index WHERE indrelid = 'apollo_jobs.jobs'::regclass");

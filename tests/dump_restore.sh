@@ -41,8 +41,12 @@ echo "dump_restore: rows identical ($dst_rows)"
 
 con_sql="SELECT string_agg(conname || ':' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass"
 [ "$(q src "$con_sql")" = "$(q dst "$con_sql")" ] || fail "constraints differ"
-ncon=$(q dst "SELECT count(*) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass")
+# PostgreSQL 18 also lists NOT NULL in pg_constraint (contype 'n', compared
+# above with the rest); the NOT NULL columns are counted on every major.
+ncon=$(q dst "SELECT count(*) FROM pg_constraint WHERE conrelid = 'apollo_jobs.jobs'::regclass AND contype <> 'n'")
 [ "$ncon" -eq 5 ] || fail "expected 5 constraints on apollo_jobs.jobs, found $ncon"
+nnn=$(q dst "SELECT count(*) FROM pg_attribute WHERE attrelid = 'apollo_jobs.jobs'::regclass AND attnum > 0 AND attnotnull AND NOT attisdropped")
+[ "$nnn" -eq 6 ] || fail "expected 6 NOT NULL columns on apollo_jobs.jobs, found $nnn"
 echo "dump_restore: all $ncon constraints restored (PK, UNIQUE, the row CHECK, 2 FKs)"
 
 # dedup: the echo path returns the restored id with created = f

@@ -36,7 +36,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
   PORT_ENVIRONMENT=5496      # environment/run.sh
   PORT_LISTING=5490          # listing.sh
   PORT_DIFFERENTIAL=5495     # differential/run.sh (reuses stress's)
+  # versions.sh runs pg_regress/run.sh and isolation/run.sh per major, on
+  # PORT_PG_REGRESS and PORT_ISOLATION (and dump_restore.sh, upgrade.sh on
+  # theirs); `cargo pgrx test` (pgrx stage, versions) takes an ephemeral port.
 }
+# APOLLO_JOBS_PORT_OFFSET=N shifts every port above by N, for a second
+# checkout's tests running beside this one's (default 0: the table as is).
+if [ "${APOLLO_JOBS_PORT_OFFSET:-0}" != 0 ]; then
+  for _v in ${!PORT_*}; do printf -v "$_v" '%s' $(( ${!_v} + APOLLO_JOBS_PORT_OFFSET )); done
+  unset _v
+fi
 
 as_pg() { sudo -u postgres -- "$@"; }
 

@@ -21,6 +21,7 @@ STAGES=(
   "stress|stress/run.sh"
   "crash|crash/run.sh"
   "clients|clients/run.sh"
+  "versions|versions.sh"
 )
 
 bash "$ROOT/tests/setup.sh"
@@ -34,8 +35,9 @@ for entry in "${STAGES[@]}"; do
   name=${entry%%|*}; script=${entry#*|}
   selected "$name" || continue
   # cargo pgrx test installs a debug build with the test schema; every later
-  # stage tests the release build.
-  if [ "$name" != pgrx ] && [ "$name" != lint ] && [ $installed = no ]; then
+  # stage tests the release build. `versions` builds and installs into its
+  # own private PostgreSQL 16/17/18 trees, never the system's 15.
+  if [ "$name" != pgrx ] && [ "$name" != lint ] && [ "$name" != versions ] && [ $installed = no ]; then
     echo "== installing the release build"
     install_extension
     installed=yes
