@@ -23,10 +23,13 @@
 //! so the scope (project / org's own jobs / org with its projects) and the
 //! presence of a cursor each select their own statement.
 //!
-//! Why the cursor is resolved first, in the same scope and under the same
-//! visibility filter: a cursor that is not a job of this listing — malformed,
-//! unknown, another tenant's, soft-deleted — gets one and the same 22023, so
-//! it never tells anything about data the caller cannot list.
+//! Why the cursor is resolved in the same scope and under the same
+//! visibility filter as the page: a cursor that is not a job of this
+//! listing — malformed, unknown, another tenant's, soft-deleted — gets one
+//! and the same 22023, so it never tells anything about data the caller
+//! cannot list. The page statement looks the cursor up itself; only an
+//! empty page runs the cursor statement to tell "the end" from "not a
+//! cursor of this listing".
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -120,15 +123,25 @@ impl Statement {
                  WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{visibility}",
                 scope.predicate()
             ),
+            // After a cursor, the bound is the cursor job's own created_at,
+            // looked up once by the statement itself (an InitPlan) in the
+            // listing's scope and visibility: a cursor that is not a job of
+            // the listing yields NULL and so no rows, and only an empty page
+            // costs the separate Cursor statement that tells the two apart.
             Statement::Page(scope, after) => format!(
                 "SELECT {COLUMNS} FROM apollo_jobs.jobs j WHERE {}\
                  {} AND ($3 IS NULL OR j.job_type OPERATOR(pg_catalog.=) $3){visibility} \
                  ORDER BY j.created_at DESC, j.job_id DESC LIMIT $6",
                 scope.predicate(),
                 if after {
-                    " AND (j.created_at, j.job_id) OPERATOR(pg_catalog.<) ($4, $5)"
+                    format!(
+                        " AND (j.created_at, j.job_id) OPERATOR(pg_catalog.<) \
+                         ((SELECT j.created_at FROM apollo_jobs.jobs j \
+                         WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{visibility}), $5)",
+                        scope.predicate()
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             ),
         }
@@ -259,7 +272,7 @@ pub fn list_jobs(request: &ListRequest<'_>, rows: &Rows) -> Result<(), JobError>
         }
     }
     Spi::connect(|_client| {
-        let mut args = [
+        let args = [
             text(Some(org_id)),
             text(request.project_id),
             text(request.job_type),
@@ -269,28 +282,17 @@ pub fn list_jobs(request: &ListRequest<'_>, rows: &Rows) -> Result<(), JobError>
         ];
         let after = match request.starting_after {
             None => false,
-            Some(cursor) => {
-                if !id::is_valid(cursor.as_bytes()) {
-                    return Err(JobError::InvalidCursor);
-                }
-                if plan(Statement::Cursor(scope))?.run(&args, None)? == 0 {
-                    return Err(JobError::InvalidCursor);
-                }
-                // SAFETY: the cursor statement just returned a row into
-                // SPI_tuptable; its first column is a NOT NULL timestamptz,
-                // a by-value datum.
-                let created_at = unsafe {
-                    let table = pg_sys::SPI_tuptable;
-                    let mut isnull = false;
-                    let value =
-                        pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
-                    (!isnull).then_some(value)
-                };
-                args[3] = (pg_sys::TIMESTAMPTZOID, created_at);
-                true
+            Some(cursor) if !id::is_valid(cursor.as_bytes()) => {
+                return Err(JobError::InvalidCursor)
             }
+            Some(_) => true,
         };
-        plan(Statement::Page(scope, after))?.run(&args, Some(rows.store()))?;
+        let found = plan(Statement::Page(scope, after))?.run(&args, Some(rows.store()))?;
+        // An empty page after a cursor: the end of the listing, or a cursor
+        // that is not one of its jobs.
+        if after && found == 0 && plan(Statement::Cursor(scope))?.run(&args, None)? == 0 {
+            return Err(JobError::InvalidCursor);
+        }
         Ok(())
     })
 }
