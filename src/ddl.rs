@@ -97,8 +97,9 @@ COMMENT ON TABLE apollo_jobs.jobs IS 'ownership row of each batch-revoke job: wh
     )
 }
 
-/// The listing indexes, as created by `create_jobs_table()` and the 0.2.0
-/// upgrade (which adopts copies built `CONCURRENTLY` beforehand).
-pub const LISTING_INDEXES: &str = "\
+/// The listing indexes. The 0.2.0 upgrade script builds the same two (or
+/// adopts copies built `CONCURRENTLY` beforehand); the upgrade stage checks
+/// that both end up alike.
+const LISTING_INDEXES: &str = "\
 CREATE INDEX jobs_org_listing_idx ON apollo_jobs.jobs (org_id, created_at DESC, job_id DESC);
 CREATE INDEX jobs_project_listing_idx ON apollo_jobs.jobs (project_id, created_at DESC, job_id DESC) WHERE project_id IS NOT NULL;";

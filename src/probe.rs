@@ -259,7 +259,7 @@ unsafe fn open_index(
     // NULL for an index dropped concurrently (DROP INDEX CONCURRENTLY does
     // not conflict with our lock), and checked before use.
     unsafe {
-        let list = pg_sys::RelationGetIndexList(heap);
+        let indexes = index_oids(heap);
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let try_one = |oid: pg_sys::Oid| -> Option<pg_sys::Relation> {
             let idx = pg_sys::try_relation_open(oid, lock);
@@ -275,14 +275,12 @@ unsafe fn open_index(
         };
         let mut chosen = None;
         if let Some((kept_table, kept_index)) = KEPT_INDEX.with(Cell::get) {
-            if kept_table == table && pg_sys::list_member_oid(list, kept_index) {
+            if kept_table == table && indexes.contains(&kept_index) {
                 chosen = try_one(kept_index);
             }
         }
-        if chosen.is_none() && !list.is_null() {
-            let n = (*list).length as usize;
-            for i in 0..n {
-                let oid = (*(*list).elements.add(i)).oid_value;
+        if chosen.is_none() {
+            for &oid in &indexes {
                 if let Some(idx) = try_one(oid) {
                     KEPT_INDEX.with(|kept| kept.set(Some((table, oid))));
                     chosen = Some(idx);
@@ -290,8 +288,28 @@ unsafe fn open_index(
                 }
             }
         }
-        pg_sys::list_free(list);
         chosen
+    }
+}
+
+/// The OIDs of `heap`'s indexes, from its current relcache entry.
+///
+/// # Safety
+/// `heap` must be an open relation locked by this transaction (so that the
+/// entry reflects every committed index change).
+pub unsafe fn index_oids(heap: pg_sys::Relation) -> Vec<pg_sys::Oid> {
+    // SAFETY: RelationGetIndexList returns a fresh copy (NIL for none) of
+    // `length` OID cells, freed here after they are read.
+    unsafe {
+        let list = pg_sys::RelationGetIndexList(heap);
+        if list.is_null() {
+            return Vec::new();
+        }
+        let oids = (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).oid_value)
+            .collect();
+        pg_sys::list_free(list);
+        oids
     }
 }
 

@@ -250,24 +250,19 @@ unsafe fn has_deferrable_unique_index(table: pg_sys::Oid) -> bool {
     // read from the syscache and released; a row that vanished is skipped.
     unsafe {
         let heap = pg_sys::table_open(table, pg_sys::NoLock as pg_sys::LOCKMODE);
-        let list = pg_sys::RelationGetIndexList(heap);
         let mut found = false;
-        if !list.is_null() {
-            for i in 0..(*list).length as usize {
-                let oid = (*(*list).elements.add(i)).oid_value;
-                let tuple = pg_sys::SearchSysCache1(
-                    pg_sys::SysCacheIdentifier::INDEXRELID as i32,
-                    pg_sys::Datum::from(oid),
-                );
-                if tuple.is_null() {
-                    continue;
-                }
-                let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
-                found |= (*form).indisunique && !(*form).indimmediate;
-                pg_sys::ReleaseSysCache(tuple);
+        for oid in probe::index_oids(heap) {
+            let tuple = pg_sys::SearchSysCache1(
+                pg_sys::SysCacheIdentifier::INDEXRELID as i32,
+                pg_sys::Datum::from(oid),
+            );
+            if tuple.is_null() {
+                continue;
             }
+            let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
+            found |= (*form).indisunique && !(*form).indimmediate;
+            pg_sys::ReleaseSysCache(tuple);
         }
-        pg_sys::list_free(list);
         pg_sys::table_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
         found
     }
