@@ -36,6 +36,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
   PORT_ENVIRONMENT=5496      # environment/run.sh
   PORT_LISTING=5490          # listing.sh
   PORT_DIFFERENTIAL=5495     # differential/run.sh (reuses stress's)
+  PORT_POOLER_SERVER=5491    # poolers/run.sh: the server behind pgbouncer
+  PORT_POOLER=5492           # poolers/run.sh: pgbouncer (transaction pooling)
+  PORT_CLIENTS_REPLICA=5498  # clients/run.sh: hot standby of the clients' server
+  PORT_FAILOVER_MONITOR=5490 # failover/run.sh: pg_auto_failover monitor
+  PORT_FAILOVER_NODE1=5491   # failover/run.sh: data node 1 (first primary)
+  PORT_FAILOVER_NODE2=5492   # failover/run.sh: data node 2 (first secondary)
+  PORT_PG_UPGRADE_OLD=5490   # versions.sh: pg_upgrade's old cluster
+  PORT_PG_UPGRADE_NEW=5491   # versions.sh: pg_upgrade's new cluster
+  PORT_PACKAGES=5493         # packages.sh: the system server after apt-get install ./*.deb
   # versions.sh runs pg_regress/run.sh and isolation/run.sh per major, on
   # PORT_PG_REGRESS and PORT_ISOLATION (and dump_restore.sh, upgrade.sh on
   # theirs); `cargo pgrx test` (pgrx stage, versions) takes an ephemeral port.

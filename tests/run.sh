@@ -21,7 +21,10 @@ STAGES=(
   "stress|stress/run.sh"
   "crash|crash/run.sh"
   "clients|clients/run.sh"
+  "poolers|poolers/run.sh"
+  "failover|failover/run.sh"
   "versions|versions.sh"
+  "packages|packages.sh"
 )
 
 bash "$ROOT/tests/setup.sh"
