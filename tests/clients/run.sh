@@ -9,6 +9,12 @@
 #              the checks that PRISMA.md shows the same SQL, model and mapping
 #   python     the same endpoints over psycopg 3, with the reconnect after a
 #              terminated session
+#   both       with a hot standby (node/replica.test.js, python/test_replica.py):
+#              a pg_basebackup -R replica of the cluster on 127.0.0.1:5498
+#              (PORT_CLIENTS_REPLICA), streaming; reads routed to it, writes to
+#              the primary, the getter's read-after-write through the primary,
+#              a write on the standby (25006) a 503 that drops the connection,
+#              libpq's multi-host target_session_attrs
 # Installs what it needs (idempotent): a Java runtime and Node.js if missing,
 # the pinned npm packages (npm ci from package-lock.json), the pinned Python
 # packages (python_env, tests/requirements.txt). Exits non-zero if any suite fails.
@@ -49,7 +55,22 @@ fi
 python_env
 
 cluster_start clients "$PORT"
-trap 'cluster_stop clients' EXIT
+trap 'cluster_stop clients_replica; cluster_stop clients' EXIT
+
+# The hot standby: a base backup of the cluster (-R: it streams from it).
+replica_dir=$SCRATCH/clients_replica
+cluster_stop clients_replica
+rm -rf "$replica_dir"; mkdir -p "$replica_dir"; chown postgres: "$replica_dir"
+if ! timeout 120 sudo -u postgres -- "$PGBIN/pg_basebackup" -h "$PGHOST" -p "$PORT" -U postgres -D "$replica_dir/data" \
+    -R -X stream -c fast >"$replica_dir/basebackup.log" 2>&1; then
+  echo "clients: FAIL: pg_basebackup: $(cat "$replica_dir/basebackup.log")"; exit 1
+fi
+replica_opts="-c listen_addresses=127.0.0.1 -c port=$PORT_CLIENTS_REPLICA -c unix_socket_directories=$replica_dir"
+replica_opts+=" -c max_connections=60 -c shared_buffers=256MB -c log_min_messages=warning"
+if ! as_pg "$PGBIN/pg_ctl" -D "$replica_dir/data" -l "$replica_dir/server.log" -o "$replica_opts" -w -t 60 start >/dev/null; then
+  echo "clients: FAIL: the standby did not start: $(tail -n 20 "$replica_dir/server.log")"; exit 1
+fi
+export PGREPLICA_HOST=$replica_dir PGREPLICA_PORT=$PORT_CLIENTS_REPLICA
 export PGBIN
 export JAVA_OPTS="${JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
 
@@ -67,8 +88,8 @@ suite() {
 
 cd "$HERE"
 suite liquibase node --test --test-reporter=spec liquibase/liquibase.test.js
-suite node node --test --test-reporter=spec node/jobs_api.test.js node/prisma_doc.test.js
-suite python bash -c 'cd python && python -m unittest -v test_jobs_api'
+suite node node --test --test-reporter=spec node/jobs_api.test.js node/prisma_doc.test.js node/replica.test.js
+suite python bash -c 'cd python && python -m unittest -v test_jobs_api test_replica'
 
 for r in "${results[@]}"; do echo "clients: $r"; done
 exit $failed
