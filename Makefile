@@ -22,6 +22,12 @@ installcheck:
 	bash tests/pg_regress/run.sh --existing
 	bash tests/isolation/run.sh --existing
 
+# A .deb for $(PG_CONFIG)'s major (postgresql-N-apollo-jobs_VERSION_ARCH.deb
+# in this directory), installable with apt-get without a Rust toolchain.
+.PHONY: package
+package:
+	bash packaging/build-deb.sh --pg-config $(PG_CONFIG)
+
 test:
 	bash tests/run.sh
 
