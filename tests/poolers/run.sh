@@ -23,6 +23,8 @@
 #   prepare  psycopg's default prepare_threshold fails through transaction
 #            pooling (42P05/26000, deterministic with pool_size = 1); the
 #            example's prepare_threshold=None does not (tests/poolers/pooled.py)
+#   named    the same for node-postgres: a named statement ({ name, text })
+#            fails (42P05), the example's unnamed ones do not (named.js)
 #   stress   40 client connections over at most 4 server connections (SHOW
 #            POOLS and pg_stat_activity sampled), registrations raced by all,
 #            echoes, polls and listings through the psycopg example:
@@ -30,7 +32,7 @@
 # Installs what it needs (idempotent): Debian's pgbouncer (its own service is
 # stopped and disabled right after the install: only our process runs),
 # Node.js and the pinned npm packages, the pinned Python packages. Prints a
-# line per part and "poolers: N of 4 parts passed"; exits non-zero if any
+# line per part and "poolers: N of 5 parts passed"; exits non-zero if any
 # failed. Runtime about a minute.
 source "$(dirname "$0")/../lib.sh"
 CLIENTS="$ROOT/tests/clients"
@@ -131,9 +133,10 @@ cd "$CLIENTS" || exit 1
 part node timeout 300 "${through_pgbouncer[@]}" node --test --test-reporter=spec node/jobs_api.test.js
 part python timeout 300 "${through_pgbouncer[@]}" bash -c 'cd python && python -m unittest -v test_jobs_api'
 # stress first: its check counts every backend of the role in "pooled", and
-# prepare leaves one (pooled_single's) idle
+# prepare and named leave one (pooled_single's) idle
 part stress timeout 150 python "$ROOT/tests/poolers/pooled.py" stress --pooler-port "$PORT_POOLER"
 part prepare timeout 60 python "$ROOT/tests/poolers/pooled.py" prepare --pooler-port "$PORT_POOLER"
+part named timeout 60 node "$ROOT/tests/poolers/named.js" "$PORT_POOLER"
 
 for r in "${results[@]}"; do echo "poolers: $r"; done
 [ $failed -eq 0 ] || { echo "pgbouncer log tail:"; tail -n 20 "$dir/pgbouncer.log"; }
