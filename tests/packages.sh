@@ -49,6 +49,31 @@ expected_files() {
   } | LC_ALL=C sort
 }
 
+# On exit, whatever happened: the scratch clusters stop; if the 15 package
+# is still installed it is removed and the stashed files are put back.
+name=postgresql-15-apollo-jobs stashed=no
+apt_q() { apt-get -o DPkg::Lock::Timeout=300 -y -q "$@"; }
+# restore: the stashed files back in place (new inode: a running server keeps
+# the library it mapped), those already equal left alone.
+restore() {
+  local sum f
+  while read -r sum f; do
+    [ -e "$f" ] && [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$sum" ] && continue
+    mkdir -p "$(dirname "$f")"
+    cp -p "$stash$f" "$f.apollo_jobs_new" && mv -f "$f.apollo_jobs_new" "$f"
+  done <"$stash/list"
+}
+on_exit() {
+  local c
+  for c in pkgload16 pkgload17 pkgload18 pkgtest15; do cluster_stop "$c"; done
+  [ "$stashed" = yes ] || return 0
+  if dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q 'ok installed$'; then
+    apt_q remove --purge "$name" >/dev/null 2>&1 || true
+  fi
+  restore
+}
+trap on_exit EXIT
+
 # 1. The packages.
 declare -A SOURCE_OF=() DEB_OF=()
 for n in "${MAJORS[@]}"; do
@@ -116,7 +141,7 @@ for n in "${MAJORS[@]}"; do
   so="$debs/x$n/usr/lib/postgresql/$n/lib/apollo_jobs.so"
   if cmp -s "$so" "$("$pgc" --pkglibdir)/apollo_jobs.so"; then same="= the tree's tested .so"; else same="built here"; fi
   saved_pgbin=$PGBIN; PGBIN=$("$pgc" --bindir)
-  cluster_start "packages$n" "$PORT_PACKAGES"
+  cluster_start "pkgload$n" "$PORT_PACKAGES"
   out=$(psql_q -At -d postgres -c "LOAD '$so'" -c "SELECT 'loaded'" 2>&1) || fail "$n: LOAD of the package's .so: $out"
   [ "$out" = loaded ] || fail "$n: LOAD: $out"
   other=""
@@ -126,7 +151,7 @@ for n in "${MAJORS[@]}"; do
     if out=$(psql_q -At -d postgres -c "LOAD '$other_so'" 2>&1); then fail "$n: the $other package's .so loaded into a $n server"; fi
     echo "$out" | grep -qE 'incompatible library|could not load library' || fail "$n: loading the $other .so: $out"
   fi
-  cluster_stop "packages$n"
+  cluster_stop "pkgload$n"
   PGBIN=$saved_pgbin
   loaded+=("$n ($same)")
 done
@@ -134,11 +159,16 @@ done
 # 3. apt-get install of the 15 package into the system server.
 install_note="not run"
 if [[ " ${MAJORS[*]} " == *" 15 "* ]]; then
-  name=postgresql-15-apollo-jobs deb=${DEB_OF[15]}
+  deb=${DEB_OF[15]}
   if dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q 'ok installed'; then
     fail "$name is installed on this machine; the install test needs it absent (apt-get remove $name)"
   fi
   mapfile -t files < <(expected_files 15)
+  # A stash left by a run that was killed holds the only copies: put it back first.
+  if [ -f "$stash/list" ]; then
+    echo "packages: putting back the files stashed by an interrupted run"
+    stashed=yes; on_exit; stashed=no
+  fi
   # Stash what the system has at those paths (make install's copies).
   rm -rf "$stash"; mkdir -p "$stash"
   : >"$stash/list"
@@ -148,23 +178,7 @@ if [[ " ${MAJORS[*]} " == *" 15 "* ]]; then
       echo "$(sha256sum "$f" | cut -d' ' -f1) $f" >>"$stash/list"
     fi
   done
-  restore() {
-    local sum f
-    while read -r sum f; do
-      [ -e "$f" ] && [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$sum" ] && continue
-      mkdir -p "$(dirname "$f")"
-      cp -p "$stash$f" "$f.apollo_jobs_new" && mv -f "$f.apollo_jobs_new" "$f"
-    done <"$stash/list"
-  }
-  apt_q() { apt-get -o DPkg::Lock::Timeout=300 -y -q "$@"; }
-  on_exit() {
-    cluster_stop packages
-    if dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q 'ok installed$'; then
-      apt_q remove --purge "$name" >/dev/null 2>&1 || true
-    fi
-    [ -f "$stash/list" ] && restore
-  }
-  trap on_exit EXIT
+  stashed=yes
 
   apt_q install "$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")" >"$debs/apt-install.log" 2>&1 \
     || { tail -n 20 "$debs/apt-install.log"; fail "apt-get install ./$(basename "$deb")"; }
@@ -177,7 +191,7 @@ if [[ " ${MAJORS[*]} " == *" 15 "* ]]; then
   cmp -s /usr/lib/postgresql/15/lib/apollo_jobs.so "$debs/x15/usr/lib/postgresql/15/lib/apollo_jobs.so" || fail "the installed .so is not the package's"
 
   # The quick start, against the packaged files.
-  cluster_start packages "$PORT_PACKAGES"
+  cluster_start pkgtest15 "$PORT_PACKAGES"
   q() { psql_q -At -d postgres -c "$1"; }
   q "CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
      CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs, deleted boolean NOT NULL DEFAULT false);
@@ -196,7 +210,7 @@ if [[ " ${MAJORS[*]} " == *" 15 "* ]]; then
   [ "$(q "SELECT thermos_job_id FROM apollo_jobs.job_by_id('$id', 'org_1', 'prj_1')")" = wf-123 ] || fail "job_by_id for the owner"
   [ "$(q "SELECT count(*) FROM apollo_jobs.job_by_id('$id', 'org_2', 'prj_2')")" = 0 ] || fail "job_by_id for another org"
   [ "$(q "SELECT string_agg(job_id, ',') FROM apollo_jobs.list_jobs('org_1', 'prj_1', page_size => 20)")" = "$id" ] || fail "list_jobs"
-  cluster_stop packages
+  cluster_stop pkgtest15
 
   # Remove the package; the files go; the stashed ones come back at once.
   t0=$(date +%s%N)
@@ -206,15 +220,15 @@ if [[ " ${MAJORS[*]} " == *" 15 "* ]]; then
   restore
   window_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   [ ${#left[@]} -eq 0 ] || fail "apt-get remove left ${left[*]}"
-  dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q 'ok installed$' && fail "$name still installed after remove"
+  if dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q 'ok installed$'; then fail "$name still installed after remove"; fi
   while read -r sum f; do
     [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$sum" ] || fail "$f was not restored exactly"
   done <"$stash/list"
   for f in "${files[@]}"; do
-    [ -e "$f" ] && ! grep -q " $f\$" "$stash/list" && fail "$f exists now but did not before"
+    if [ -e "$f" ] && ! grep -q " $f\$" "$stash/list"; then fail "$f exists now but did not before"; fi
   done
-  trap 'cluster_stop packages' EXIT
-  install_note="apt-get install into the system 15: dpkg -L exact, CREATE EXTENSION + quick start (202/409/23505, getter, listing) ok; remove --purge: files gone, $(wc -l <"$stash/list") stashed files restored by sha256 within ${window_ms} ms of the remove's start"
+  stashed=no; n_stashed=$(wc -l <"$stash/list"); rm -rf "$stash"
+  install_note="apt-get install into the system 15: dpkg -L exact, CREATE EXTENSION + quick start (202/409/23505, getter, listing) ok; remove --purge: files gone, $n_stashed stashed files restored by sha256 within ${window_ms} ms of the remove's start"
 fi
 
 summary=""
