@@ -13,14 +13,16 @@ const { freshDatabase, withClient, waitFor } = require('./db');
 const DB = 'node_replica';
 const REPLICA = { host: process.env.PGREPLICA_HOST, port: Number(process.env.PGREPLICA_PORT) };
 
-const onReplica = (fn) => withClient({ ...REPLICA, user: 'postgres', database: DB }, fn);
+const onReplica = (fn, database = DB) => withClient({ ...REPLICA, user: 'postgres', database }, fn);
 const onPrimary = (fn) => withClient({ user: 'postgres', database: DB }, fn);
 
 /** Waits until the replica has replayed everything the primary has written so far. */
 async function replayed() {
   const { rows } = await onPrimary((c) => c.query('SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn'));
+  // in "postgres": DB itself may not have arrived yet
   await onReplica((c) => waitFor(async () => (await c.query(
-    'SELECT coalesce(pg_catalog.pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done', [rows[0].lsn])).rows[0].done, 30000));
+    'SELECT coalesce(pg_catalog.pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done', [rows[0].lsn])).rows[0].done, 30000),
+  'postgres');
 }
 
 /** Runs fn with the replica's WAL replay paused: it answers from the state it had. */

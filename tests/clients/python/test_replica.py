@@ -31,8 +31,8 @@ def on_primary():
     return psycopg.connect(dbname=DB, user="postgres", autocommit=True, **PRIMARY)
 
 
-def on_replica():
-    return psycopg.connect(dbname=DB, user="postgres", autocommit=True, **REPLICA)
+def on_replica(dbname=DB):
+    return psycopg.connect(dbname=dbname, user="postgres", autocommit=True, **REPLICA)
 
 
 def wait_until(probe, seconds=30.0):
@@ -47,7 +47,7 @@ def replayed():
     """Waits until the replica has replayed everything the primary has written so far."""
     with on_primary() as p:
         lsn = p.execute("SELECT pg_catalog.pg_current_wal_lsn()::text").fetchone()[0]
-    with on_replica() as r:
+    with on_replica("postgres") as r:  # DB itself may not have arrived yet
         wait_until(lambda: r.execute(
             "SELECT coalesce(pg_catalog.pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", [lsn]).fetchone()[0])
 
