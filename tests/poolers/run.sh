@@ -48,12 +48,13 @@ if pkg_missing pgbouncer; then
   apt_get pgbouncer
   # The package enables and may start its own pgbouncer (port 6432): stop and
   # disable it, ours runs from the scratch directory.
-  if [ -d /run/systemd/system ]; then
-    systemctl disable --now pgbouncer.service pgbouncer.socket >/dev/null 2>&1 || true
-  else
-    invoke-rc.d pgbouncer stop >/dev/null 2>&1 || true
-    update-rc.d pgbouncer disable >/dev/null 2>&1 || true
+  # (systemd or not: systemctl disable works offline, stop needs it running)
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop pgbouncer.service pgbouncer.socket >/dev/null 2>&1 || true
+    systemctl disable pgbouncer.service pgbouncer.socket >/dev/null 2>&1 || true
   fi
+  invoke-rc.d pgbouncer stop >/dev/null 2>&1 || true
+  update-rc.d pgbouncer disable >/dev/null 2>&1 || true
 fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
