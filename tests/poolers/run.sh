@@ -33,7 +33,7 @@
 # stopped and disabled right after the install: only our process runs),
 # Node.js and the pinned npm packages, the pinned Python packages. Prints a
 # line per part and "poolers: N of 5 parts passed"; exits non-zero if any
-# failed. Runtime about a minute.
+# failed. Runtime about 30 s (installing pgbouncer included).
 source "$(dirname "$0")/../lib.sh"
 CLIENTS="$ROOT/tests/clients"
 dir=$SCRATCH/pooler
