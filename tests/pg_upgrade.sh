@@ -2,10 +2,11 @@
 # Major PostgreSQL upgrades of a database using apollo_jobs, with job rows in
 # place (part of the `versions` stage, runnable alone once the trees have the
 # release build: `bash tests/versions.sh 16 18` first). Steps (default: all):
-#   pg_upgrade:16:18     pg_upgrade --check, then pg_upgrade --copy, from a
-#                        PostgreSQL 16 cluster to an 18 one initialised with
-#                        --no-data-checksums (18's initdb enables checksums by
-#                        default; pg_upgrade refuses the mismatch, checked too)
+#   pg_upgrade:16:18[:link]  pg_upgrade --check, then pg_upgrade --copy (or
+#                        --link), from a PostgreSQL 16 cluster to an 18 one
+#                        initialised with --no-data-checksums (18's initdb
+#                        enables checksums by default; pg_upgrade refuses the
+#                        mismatch, checked too)
 #   dump_restore:15:18   pg_dump -Fc with the system's 15 pg_dump from a
 #                        system-PostgreSQL 15 cluster, pg_restore into an 18 one
 #                        (and that 18's pg_dump of that server cannot be restored)
@@ -30,7 +31,7 @@ source "$(dirname "$0")/lib.sh"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
 dir="$SCRATCH/pg_upgrade"
 STEPS=("$@")
-[ ${#STEPS[@]} -gt 0 ] || STEPS=(pg_upgrade:16:18 dump_restore:15:18 pg_upgrade_fails:15:18)
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(pg_upgrade:16:18 pg_upgrade:16:18:link dump_restore:15:18 pg_upgrade_fails:15:18)
 
 fail() { echo "versions: $label FAILED: $*"; exit 1; }
 label="major upgrades"
@@ -43,10 +44,12 @@ bindir_of() {
   [ -n "$pgc" ] || { echo "versions: no PostgreSQL $1 tree" >&2; return 1; }
   "$pgc" --bindir
 }
-# has_release N BINDIR: the current version's files are installed for major N.
+# has_release N BINDIR: the current version's files are installed for major
+# N, and they are not a `cargo pgrx test` build (its SQL has a tests schema).
 has_release() {
-  local pgc="$2/pg_config"
-  [ -e "$("$pgc" --pkglibdir)/apollo_jobs.so" ] && [ -e "$("$pgc" --sharedir)/extension/apollo_jobs--$version.sql" ]
+  local pgc="$2/pg_config" sql
+  sql="$("$pgc" --sharedir)/extension/apollo_jobs--$version.sql"
+  [ -e "$("$pgc" --pkglibdir)/apollo_jobs.so" ] && [ -e "$sql" ] && ! grep -qE 'SCHEMA (IF NOT EXISTS )?"?tests"?' "$sql"
 }
 
 # Clusters: NAME is a directory under $dir; every server listens on its
@@ -175,10 +178,12 @@ mkdir -p "$SCRATCH"; chmod 777 "$SCRATCH"
 rm -rf "$dir"; mkdir -p "$dir"; chown postgres: "$dir"
 
 for step in "${STEPS[@]}"; do
-  IFS=: read -r kind old new <<<"$step"
+  IFS=: read -r kind old new mode <<<"$step"
+  mode=${mode:-copy}
+  case $mode in copy|link) ;; *) echo "pg_upgrade.sh: unknown mode in $step" >&2; exit 2 ;; esac
   t0=$(date +%s)
   case $kind in
-    pg_upgrade) label="pg_upgrade $old→$new" ;;
+    pg_upgrade) label="pg_upgrade $old→$new --$mode" ;;
     dump_restore) label="dump/restore $old→$new" ;;
     pg_upgrade_fails) label="pg_upgrade $old→$new (Debian $old)" ;;
     *) echo "pg_upgrade.sh: unknown step $step" >&2; exit 2 ;;
@@ -188,7 +193,7 @@ for step in "${STEPS[@]}"; do
   vo=$("$bo/pg_config" --version | awk '{print $2}'); vn=$("$bn/pg_config" --version | awk '{print $2}')
   if [ "$kind" != pg_upgrade_fails ]; then
     for m in "$old|$bo" "$new|$bn"; do
-      has_release "${m%%|*}" "${m#*|}" || fail "apollo_jobs $version is not installed for PostgreSQL ${m%%|*} (${m#*|}); the versions stage installs it into the trees, make install into the system's 15"
+      has_release "${m%%|*}" "${m#*|}" || fail "the release build of apollo_jobs $version is not installed for PostgreSQL ${m%%|*} (${m#*|}); the versions stage installs it into the trees, make install into the system's 15"
     done
   fi
   BEFORE=()
@@ -221,15 +226,15 @@ for step in "${STEPS[@]}"; do
       || { tail -n 20 "$dir/check.log"; fail "pg_upgrade --check"; }
     grep -q 'Clusters are compatible' "$dir/check.log" || fail "pg_upgrade --check did not find the clusters compatible"
     in_dir "$bn/pg_upgrade" -b "$bo" -B "$bn" -d "$dir/old$old" -D "$dir/new$new" \
-      -p "$PORT_PG_UPGRADE_OLD" -P "$PORT_PG_UPGRADE_NEW" -s "$dir" -U postgres --copy >"$dir/upgrade.log" 2>&1 \
-      || { tail -n 20 "$dir/upgrade.log"; fail "pg_upgrade --copy (logs under $dir/new$new/pg_upgrade_output.d)"; }
+      -p "$PORT_PG_UPGRADE_OLD" -P "$PORT_PG_UPGRADE_NEW" -s "$dir" -U postgres "--$mode" >"$dir/upgrade.log" 2>&1 \
+      || { tail -n 20 "$dir/upgrade.log"; fail "pg_upgrade --$mode (logs under $dir/new$new/pg_upgrade_output.d)"; }
     grep -q 'Upgrade Complete' "$dir/upgrade.log" || fail "pg_upgrade did not complete"
     PSQL="$bn/psql"
     c_start "$bn" "new$new" "$PORT_PG_UPGRADE_NEW"
     [ "$(q "$PORT_PG_UPGRADE_NEW" "SHOW server_version_num")" -ge $((new * 10000)) ] || fail "the new cluster is not $new"
     verify "$PORT_PG_UPGRADE_NEW"
     c_stop "$bn" "new$new"
-    echo "versions: $label ok ($vo → $vn, pg_upgrade --check then --copy; $checksums_note; $DETAIL; $(( $(date +%s) - t0 ))s)"
+    echo "versions: $label ok ($vo → $vn, pg_upgrade --check then --$mode; $checksums_note; $DETAIL; $(( $(date +%s) - t0 ))s)"
     ;;
   dump_restore)
     c_init "$bo" "old$old"; c_start "$bo" "old$old" "$PORT_PG_UPGRADE_OLD"

@@ -9,7 +9,8 @@
 #   3. the pg_regress and isolation suites against a scratch cluster of that
 #      tree, with the same expected output as on 15, then dump_restore.sh and
 #      upgrade.sh (earlier extension versions with rows, updated in place);
-#   4. after the majors, tests/pg_upgrade.sh: pg_upgrade 16 -> 18, and 15 (the
+#   4. after the majors, tests/pg_upgrade.sh: pg_upgrade 16 -> 18 (--copy and
+#      --link), and 15 (the
 #      system's) -> 18 by pg_dump/pg_restore, each with job rows in place.
 # The release build's `cargo pgrx package` output stays in
 # $SCRATCH/packages/pgN for the packages stage.
@@ -115,7 +116,7 @@ major_ok() { local v; for v in "${VERSIONS[@]}"; do [ "$v" = "$1" ] && [[ " ${fa
 steps=()
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
 if major_ok 18; then
-  major_ok 16 && steps+=(pg_upgrade:16:18)
+  major_ok 16 && steps+=(pg_upgrade:16:18 pg_upgrade:16:18:link)
   # The 15 side is the system server's installed build (tests/run.sh
   # installs the release build before its first SQL stage).
   if [ -e "/usr/share/postgresql/15/extension/apollo_jobs--$version.sql" ]; then
