@@ -19,8 +19,8 @@
 #                                                and the role iso_app, and drops
 #                                                both after a passing run.
 #
-# Prints the tester's report per run; the diffs and the server log's tail (of
-# a scratch cluster) on failure. Regenerate expected output after an
+# Prints the tester's report per run, a summary line; the diffs and the
+# server log's tail (of a scratch cluster) on failure. Regenerate expected output after an
 # intended change with: ACCEPT=1 tests/isolation/run.sh
 source "$(dirname "$0")/../lib.sh"
 here="$ROOT/tests/isolation"
@@ -69,3 +69,4 @@ done
 if [ $existing = yes ]; then
   psql_q -d postgres -c "DROP DATABASE $db" -c "DROP ROLE IF EXISTS iso_app"
 fi
+echo "isolation: ok (${#SPECS[@]} specs, probe on and off)"

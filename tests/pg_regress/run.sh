@@ -15,7 +15,7 @@
 #                                       database contrib_regression is
 #                                       (re)created and left, as PGXS does.
 #
-# Prints pg_regress's report per run, the diffs on failure.
+# Prints pg_regress's report per run, the diffs on failure, and a summary line.
 # Regenerate expected output after an intended change with:
 #   ACCEPT=1 tests/pg_regress/run.sh
 source "$(dirname "$0")/../lib.sh"
@@ -57,5 +57,7 @@ if [ $existing = no ] && [ "${ACCEPT:-0}" != 1 ]; then
     fail "make installcheck passed without a server"
   fi
   grep -q "pg_regress: cannot query the server" "$log" || { cat "$log"; fail "make installcheck without a server: no reason given"; }
-  echo "pg_regress: make installcheck against this cluster passed (pg_regress, isolation); without a server it says why"
+  echo "pg_regress: ok (${#TESTS[@]} tests, probe on and off; make installcheck against this cluster passed, pg_regress and isolation; without a server it says why)"
+else
+  echo "pg_regress: ok (${#TESTS[@]} tests, probe on and off, against ${PGHOST:-the default socket} port ${PGPORT:-5432})"
 fi
