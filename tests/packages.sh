@@ -33,6 +33,7 @@ MAJORS=(${APOLLO_JOBS_PACKAGES:-15 16 17 18})
 fail() { echo "packages: FAIL: $*"; exit 1; }
 t_start=$(date +%s)
 
+apt_install binutils   # objdump: packaging/build-deb.sh reads the .so's needs
 mkdir -p "$SCRATCH"; chmod 777 "$SCRATCH"
 rm -rf "$debs"; mkdir -p "$debs"
 
