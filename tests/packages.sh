@@ -154,11 +154,12 @@ for n in "${MAJORS[@]}"; do
   fi
   cluster_stop "pkgload$n"
   PGBIN=$saved_pgbin
+  [ -z "$other" ] || same+="; the $other .so refused"
   loaded+=("$n ($same)")
 done
 
 # 3. apt-get install of the 15 package into the system server.
-install_note="not run"
+install_note="apt-get install test not run (15 not selected)"
 if [[ " ${MAJORS[*]} " == *" 15 "* ]]; then
   deb=${DEB_OF[15]}
   if dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q 'ok installed'; then
@@ -236,5 +237,5 @@ summary=""
 for n in "${MAJORS[@]}"; do summary+="${summary:+, }$(basename "${DEB_OF[$n]}") (${SOURCE_OF[$n]}, $(( $(stat -c %s "${DEB_OF[$n]}") / 1024 )) KiB)"; done
 loads=""
 for l in "${loaded[@]}"; do loads+="${loads:+, }$l"; done
-[ -z "$loads" ] || loads="the .so of $loads loads into its major's server and is refused by another's; "
+[ -z "$loads" ] || loads="the .so of $loads loads into its major's server; "
 echo "packages: ok ($summary; file lists, control fields, md5sums checked; $loads$install_note; $(( $(date +%s) - t_start ))s)"
