@@ -69,10 +69,18 @@ c_stop() { # BIN NAME: a clean shutdown (pg_upgrade wants one)
   as_pg "$1/pg_ctl" -D "$dir/$2" -m fast -w -t 60 stop >/dev/null
 }
 cleanup() {
-  local r
+  local r pidfile pid
   for r in "${running[@]}"; do
     if [ -f "$dir/${r#*|}/postmaster.pid" ]; then
       as_pg "${r%%|*}/pg_ctl" -D "$dir/${r#*|}" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+  done
+  # A server pg_upgrade started and left behind (interrupted): its postmaster by pid.
+  for pidfile in "$dir"/*/postmaster.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(head -n 1 "$pidfile")
+    if [[ "$pid" =~ ^[0-9]+$ ]] && ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$dir/"; then
+      kill -QUIT "$pid" 2>/dev/null || true
     fi
   done
 }
@@ -80,8 +88,9 @@ trap cleanup EXIT
 
 PSQL=psql
 q() { "$PSQL" -X -v ON_ERROR_STOP=1 -q -At -h "$dir" -p "$1" -U postgres -d "${DB:-jobs}" -c "$2"; }
-# run BIN...: pg_upgrade and friends as postgres, in $dir (they write logs into the cwd).
-in_dir() { (cd "$dir" && as_pg "$@"); }
+# in_dir BIN...: pg_upgrade and friends as postgres, in $dir (they write logs
+# into the cwd), bounded in time.
+in_dir() { (cd "$dir" && timeout 600 sudo -u postgres -- "$@"); }
 
 # The fixture: host tables with cascading FKs, the extension and its table,
 # 500 jobs in 5 orgs and 15 projects, one project soft-deleted.
