@@ -23,14 +23,13 @@
 # Prints: "packages: ok (...)".
 source "$(dirname "$0")/lib.sh"
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+version=$(project_version)
 arch=$(dpkg --print-architecture)
 debs="$SCRATCH/debs"
 stash="$SCRATCH/packages-stash"
 # shellcheck disable=SC2206
 MAJORS=(${APOLLO_JOBS_PACKAGES:-15 16 17 18})
 [ $# -gt 0 ] && MAJORS=("$@")
-fail() { echo "packages: FAIL: $*"; exit 1; }
 t_start=$(date +%s)
 
 apt_install binutils   # objdump: packaging/build-deb.sh reads the .so's needs
@@ -195,9 +194,8 @@ if [[ " ${MAJORS[*]} " == *" 15 "* ]]; then
   # The quick start, against the packaged files.
   cluster_start pkgtest15 "$PORT_PACKAGES"
   q() { psql_q -At -d postgres -c "$1"; }
-  q "CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-     CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs, deleted boolean NOT NULL DEFAULT false);
-     INSERT INTO public.orgs VALUES ('org_1'), ('org_2');
+  load_host postgres
+  q "INSERT INTO public.orgs VALUES ('org_1'), ('org_2');
      INSERT INTO public.projects VALUES ('prj_1', 'org_1'), ('prj_2', 'org_2')"
   q "CREATE EXTENSION apollo_jobs" >/dev/null
   [ "$(q "SELECT extversion FROM pg_extension WHERE extname = 'apollo_jobs'")" = "$version" ] || fail "CREATE EXTENSION: not at $version"

@@ -114,7 +114,7 @@ done
 # restore, and Debian's 15 -> 18 pg_upgrade failing as the README says.
 major_ok() { local v; for v in "${VERSIONS[@]}"; do [ "$v" = "$1" ] && [[ " ${failed[*]} " != *" pg$1 "* ]] && return 0; done; return 1; }
 steps=()
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+version=$(project_version)
 if major_ok 18; then
   major_ok 16 && steps+=(pg_upgrade:16:18 pg_upgrade:16:18:link)
   # The 15 side is the system server's installed build (tests/run.sh
