@@ -203,3 +203,38 @@ require_installed() {
   [ -n "$have" ] || { echo "$STAGE: apollo_jobs is not installed in the server ($where); $hint" >&2; exit 1; }
   [ "$have" = "$want" ] || { echo "$STAGE: the server ($where) has apollo_jobs $have installed, this source is $want; $hint" >&2; exit 1; }
 }
+
+# node_env: Node.js and tests/clients' pinned npm packages, installed if
+# missing: Debian's nodejs and npm, then `npm ci` from package-lock.json only
+# when the lockfile changed (a stamp in node_modules; npm ci wipes it). Sets
+# PRISMA_NODE to a node that Prisma 7 accepts (^20.19 || ^22.12 || >=24): the
+# machine's, or else Node.js 20 from the npm registry (node-linux-<arch>)
+# installed into $SCRATCH/node (Debian 12's node is 18).
+node_env() {
+  local clients="$ROOT/tests/clients"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "$STAGE: installing nodejs npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 18 ] || fail "node $(node --version) is too old (need 18+)"
+  local stamp="$clients/node_modules/.package-lock.sha256" want
+  want=$(sha256sum "$clients/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "$STAGE: npm ci"
+    (cd "$clients" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error)
+    echo "$want" >"$stamp"
+  fi
+  PRISMA_NODE=node
+  if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+                process.exit(a >= 24 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)'; then
+    local version=20.20.2 pkg
+    pkg="node-linux-$(node -p process.arch)"
+    PRISMA_NODE="$SCRATCH/node/node_modules/$pkg/bin/node"
+    if [ "$("$PRISMA_NODE" --version 2>/dev/null)" != "v$version" ]; then
+      echo "$STAGE: npm install $pkg@$version (Node.js for Prisma 7)"
+      mkdir -p "$SCRATCH"; chmod 777 "$SCRATCH"
+      npm install --prefix "$SCRATCH/node" --no-save --no-audit --no-fund --loglevel=error "$pkg@$version"
+    fi
+  fi
+}

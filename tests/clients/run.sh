@@ -21,8 +21,9 @@
 # the pinned npm packages (npm ci from package-lock.json), the pinned Python
 # packages (python_env, tests/requirements.txt), and for the prisma suite a
 # Node.js 20 from the npm registry (node-linux-<arch>, into $SCRATCH/node) if
-# the machine's is older than Prisma 7 needs (20.19). Exits non-zero if any
-# suite fails.
+# the machine's is older than Prisma 7 needs (20.19): lib.sh's node_env.
+# Prints a line per suite and "clients: N of 4 suites passed"; exits non-zero
+# if any failed.
 source "$(dirname "$0")/../lib.sh"
 HERE="$ROOT/tests/clients"
 PORT=$PORT_CLIENTS
@@ -41,33 +42,11 @@ apt_install() {
 }
 
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  apt_install nodejs npm
-fi
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 18 ] || { echo "clients: node $(node --version) is too old (need 18+)"; exit 1; }
-# Prisma 7 needs Node.js ^20.19 || ^22.12 || >=24 (Debian 12's is 18).
-prisma_node=node
-if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
-              process.exit(a >= 24 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)'; then
-  pkg="node-linux-$(node -p process.arch)@20.20.2"
-  prisma_node="$SCRATCH/node/node_modules/${pkg%@*}/bin/node"
-  if [ ! -x "$prisma_node" ]; then
-    echo "clients: npm install $pkg (Node.js for Prisma 7)"
-    npm install --prefix "$SCRATCH/node" --no-save --no-audit --no-fund --loglevel=error "$pkg"
-  fi
-fi
+# Node.js, the npm packages (npm ci while the lockfile changed) and the node
+# Prisma 7 runs on (PRISMA_NODE): lib.sh's node_env, shared with the poolers stage
+node_env
 python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
-echo "clients: $(java -version 2>&1 | head -1), node $(node --version) (prisma: $("$prisma_node" --version)), npm $(npm --version)"
-
-# npm ci wipes node_modules; skip it while the lockfile is unchanged.
-stamp="$HERE/node_modules/.package-lock.sha256"
-want=$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "clients: npm ci"
-  (cd "$HERE" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error)
-  echo "$want" >"$stamp"
-fi
+echo "clients: $(java -version 2>&1 | head -1), node $(node --version) (prisma: $("$PRISMA_NODE" --version)), npm $(npm --version)"
 python_env
 
 cluster_start clients "$PORT"
@@ -90,23 +69,24 @@ export PGREPLICA_HOST=$replica_dir PGREPLICA_PORT=$PORT_CLIENTS_REPLICA
 export PGBIN
 export JAVA_OPTS="${JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
 
-results=(); failed=0
+results=(); passed=0; failed=0
 suite() {
   local name=$1; shift
   local start=$SECONDS
   echo "-- clients/$name"
   if "$@"; then
-    results+=("$name ok ($((SECONDS - start))s)")
+    results+=("$name ok ($((SECONDS - start))s)"); passed=$((passed + 1))
   else
-    results+=("$name FAILED ($((SECONDS - start))s)"); failed=1
+    results+=("$name FAILED ($((SECONDS - start))s)"); failed=$((failed + 1))
   fi
 }
 
 cd "$HERE"
 suite liquibase node --test --test-reporter=spec liquibase/liquibase.test.js
 suite node node --test --test-reporter=spec node/jobs_api.test.js node/replica.test.js
-suite prisma env APOLLO_PRISMA_OUT="$SCRATCH/prisma" "$prisma_node" --import tsx --test --test-reporter=spec prisma/prisma.test.ts
+suite prisma env APOLLO_PRISMA_OUT="$SCRATCH/prisma" "$PRISMA_NODE" --import tsx --test --test-reporter=spec prisma/prisma.test.ts
 suite python bash -c 'cd python && python -m unittest -v test_jobs_api test_replica'
 
 for r in "${results[@]}"; do echo "clients: $r"; done
-exit $failed
+echo "clients: $passed of $((passed + failed)) suites passed"
+[ $failed -eq 0 ]

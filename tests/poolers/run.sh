@@ -25,15 +25,20 @@
 #            example's prepare_threshold=None does not (tests/poolers/pooled.py)
 #   named    the same for node-postgres: a named statement ({ name, text })
 #            fails (42P05), the example's unnamed ones do not (named.js)
+#   prisma   tests/clients/prisma/prisma.test.ts (Prisma 7, @prisma/adapter-pg)
+#            the same way: its service connections through pgbouncer (SHOW
+#            POOLS then lists prisma_api's pools: apollo_api, apollo_api_rr,
+#            apollo_nobody), the test that terminates its own backend skipped
 #   stress   40 client connections over at most 4 server connections (SHOW
 #            POOLS and pg_stat_activity sampled), registrations raced by all,
 #            echoes, polls and listings through the psycopg example:
 #            one 202 and one job id per thermos id, no other error
 # Installs what it needs (idempotent): Debian's pgbouncer (its own service is
 # stopped and disabled right after the install: only our process runs),
-# Node.js and the pinned npm packages, the pinned Python packages. Prints a
-# line per part and "poolers: N of 5 parts passed"; exits non-zero if any
-# failed. Runtime about 30 s (installing pgbouncer included).
+# Node.js and the pinned npm packages (and a Node.js 20 for Prisma 7 if the
+# machine's is older: lib.sh's node_env, as in the clients stage), the pinned
+# Python packages. Prints a line per part and "poolers: N of 6 parts passed";
+# exits non-zero if any failed. Runtime about 30 s (installing pgbouncer included).
 source "$(dirname "$0")/../lib.sh"
 CLIENTS="$ROOT/tests/clients"
 dir=$SCRATCH/pooler
@@ -57,17 +62,8 @@ if pkg_missing pgbouncer; then
   update-rc.d pgbouncer disable >/dev/null 2>&1 || true
 fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  apt_get nodejs npm
-fi
-# as in the clients stage: npm ci only when the lockfile changed
-stamp="$CLIENTS/node_modules/.package-lock.sha256"
-want=$(sha256sum "$CLIENTS/package-lock.json" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "poolers: npm ci"
-  (cd "$CLIENTS" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error)
-  echo "$want" >"$stamp"
-fi
+# as in the clients stage: Node.js, the npm packages, and PRISMA_NODE
+node_env
 python3 -c 'import ensurepip' 2>/dev/null || apt_get python3-venv
 python_env
 
@@ -138,6 +134,17 @@ part python timeout 300 "${through_pgbouncer[@]}" bash -c 'cd python && python -
 part stress timeout 150 python "$ROOT/tests/poolers/pooled.py" stress --pooler-port "$PORT_POOLER"
 part prepare timeout 60 python "$ROOT/tests/poolers/pooled.py" prepare --pooler-port "$PORT_POOLER"
 part named timeout 60 node "$ROOT/tests/poolers/named.js" "$PORT_POOLER"
+# the Prisma suite, then pgbouncer's pools for its database: one per service role
+prisma_pooled() {
+  timeout 180 "${through_pgbouncer[@]}" APOLLO_PRISMA_OUT="$SCRATCH/prisma" \
+    "$PRISMA_NODE" --import tsx --test --test-reporter=spec prisma/prisma.test.ts || return 1
+  local users
+  users=$(psql_q -h 127.0.0.1 -p "$PORT_POOLER" -U postgres -d pgbouncer -At -F ' ' -c 'SHOW POOLS' |
+    awk '$1 == "prisma_api" { print $2 }' | sort | paste -sd ' ')
+  echo "poolers: prisma: pgbouncer pools for prisma_api: ${users:-none}"
+  [ "$users" = "apollo_api apollo_api_rr apollo_nobody" ]
+}
+part prisma prisma_pooled
 
 for r in "${results[@]}"; do echo "poolers: $r"; done
 [ $failed -eq 0 ] || { echo "pgbouncer log tail:"; tail -n 20 "$dir/pgbouncer.log"; }

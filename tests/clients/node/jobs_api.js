@@ -29,8 +29,10 @@ const { UPSERT_JOB, JOB_BY_ID, LIST_JOBS } = require('./sql');
 
 /**
  * SQLSTATE -> HTTP status. PRISMA.md carries the same table (checked by
- * prisma_doc.test.js) and so does the psycopg example. Anything not here
- * (and not in STATUS_BY_SQLSTATE_CLASS) is a 500.
+ * prisma/prisma.test.ts) and so does the psycopg example. Anything not here
+ * (and not in STATUS_BY_SQLSTATE_CLASS) is a 500. A 503 (with Retry-After)
+ * only for what can succeed when retried; what an operator has to fix first
+ * is a 500.
  */
 const STATUS_BY_SQLSTATE = Object.freeze({
   '22003': 400, // a listing limit beyond integer (the server's parse of the parameter)
@@ -49,7 +51,8 @@ const STATUS_BY_SQLSTATE = Object.freeze({
   '57P01': 503, // the session was terminated (pg_terminate_backend, shutdown, failover): the pool reconnects
   '57P02': 503, // crash shutdown: the pool reconnects
   '57P03': 503, // the server is starting up or shutting down
-  '55000': 503, // apollo_jobs.jobs not created yet, a broken scope binding, the extension not updated
+  '53300': 503, // too many connections (max_connections, a role's or database's CONNECTION LIMIT)
+  '55000': 500, // jobs table not created, a broken scope binding, the extension not updated: an operator fixes it
   '0A000': 500, // an UPDATE of apollo_jobs.jobs, a non-UTF8 database: the deployment is wrong
   '27000': 500, // a trigger or rule on apollo_jobs.jobs swallowed the registration
   '42501': 500, // the service's role lacks the documented grants

@@ -6,6 +6,8 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
 const { Client } = require('pg');
 const {
   createServer, createPool, errorResponse, queryWithRetry, createJob, statusOf,
@@ -109,9 +111,9 @@ before(async () => {
   api = await startApi('apollo_api', DB, { onRetry: (n, e) => retries.rc.push(e.code) }, 12, { application_name: API_NAME });
   apiRR = await startApi('apollo_api_rr', DB, { maxAttempts: 5, onRetry: (n, e) => retries.rr.push(e.code) }, 12);
   apiRR1 = await startApi('apollo_api_rr', DB, { maxAttempts: 1, onRetry: (n, e) => retries.rr1.push(e.code) }, 2);
-  apiNoTable = await startApi('apollo_api', DB_NO_TABLE, {}, 2);
+  apiNoTable = await startApi('apollo_api', DB_NO_TABLE, {}, 2, { application_name: 'node_api_no_table' });
   apiNoGrants = await startApi('apollo_nobody', DB, {}, 2);
-  apiBroken = await startApi('apollo_api', DB_BROKEN, {}, 2);
+  apiBroken = await startApi('apollo_api', DB_BROKEN, {}, 2, { application_name: 'node_api_broken' });
 });
 
 after(async () => {
@@ -299,11 +301,11 @@ describe('errors over HTTP', () => {
     assert.ok(!text.includes(mine.body.job_id) && !text.includes('org_acme') && !text.includes('prj_acme_web'));
   });
 
-  it('55000 jobs table not created: 503 for create and poll', async () => {
+  it('55000 jobs table not created: 500 without Retry-After for create and poll (an operator must create it)', async () => {
     const c = await post(apiNoTable, orgJob('wf-e9'));
-    assert.equal(c.status, 503);
-    assert.equal(c.headers.get('retry-after'), '1');
-    assert.equal((await get(apiNoTable, 'oj_000000000000000000000', 'org_acme')).status, 503);
+    assert.deepEqual([c.status, c.body, c.headers.get('retry-after')], [500, { error: 'internal' }, null]);
+    assert.equal((await get(apiNoTable, 'oj_000000000000000000000', 'org_acme')).status, 500);
+    assert.deepEqual(answered.node_api_no_table.map((r) => r.sqlstate), ['55000', '55000']);
   });
 
   it('42501 role without the grants: 500 with no details', async () => {
@@ -509,12 +511,13 @@ describe('listing: GET /v1/jobs', () => {
     }
   });
 
-  it('55000 broken binding and 42501 missing grants: 503 and 500', async () => {
+  it('55000 broken binding, missing table and 42501 missing grants: 500 without Retry-After', async () => {
     const broken = await list(apiBroken, { org_id: 'org_acme' });
-    assert.equal(broken.status, 503);
-    assert.equal(broken.headers.get('retry-after'), '1');
-    assert.equal((await get(apiBroken, 'oj_000000000000000000000', 'org_acme')).status, 503);
-    assert.equal((await list(apiNoTable, { org_id: 'org_acme' })).status, 503);
+    assert.deepEqual([broken.status, broken.body, broken.headers.get('retry-after')], [500, { error: 'internal' }, null]);
+    assert.equal((await get(apiBroken, 'oj_000000000000000000000', 'org_acme')).status, 500);
+    assert.deepEqual(answered.node_api_broken.map((r) => r.sqlstate), ['55000', '55000']);
+    assert.equal((await list(apiNoTable, { org_id: 'org_acme' })).status, 500);
+    assert.equal(answered.node_api_no_table.at(-1).sqlstate, '55000');
     const r = await list(apiNoGrants, { org_id: 'org_acme' });
     assert.deepEqual([r.status, r.body], [500, { error: 'internal' }]);
   });
@@ -712,8 +715,8 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
   };
   const expected = {
     '22003': 400, '22004': 400, '22023': 400, '22P02': 400, '23514': 400, '23503': 404, '23505': 409,
-    '40001': 503, '40P01': 503, '25006': 503, '55P03': 503, '57014': 503, '57P01': 503, '55000': 503,
-    '0A000': 500, '27000': 500, '42501': 500,
+    '40001': 503, '40P01': 503, '25006': 503, '55P03': 503, '57014': 503, '57P01': 503, '53300': 503,
+    '55000': 500, '0A000': 500, '27000': 500, '42501': 500,
   };
 
   for (const [sqlstate, [user, database, text, params]] of Object.entries(raise)) {
@@ -767,6 +770,19 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
     assert.deepEqual(errorResponse(err).body, { error: 'internal' });
   });
 
+  it('53300 a database at its CONNECTION LIMIT: 503 with Retry-After', async () => {
+    await asPostgres(async (c) => {
+      await c.query('DROP DATABASE IF EXISTS node_api_full WITH (FORCE)');
+      await c.query('CREATE DATABASE node_api_full CONNECTION LIMIT 0');
+    });
+    const full = await startApi('apollo_api', 'node_api_full', {}, 1, { application_name: 'node_api_full' });
+    const r = await post(full, orgJob('wf-full'));
+    assert.deepEqual([r.status, r.headers.get('retry-after'), r.body], [503, '1', { error: 'unavailable' }]);
+    // behind pgbouncer the server's refusal reaches the client as pgbouncer's own 08P01
+    const want = process.env.SERVICE_POOL_MODE === 'transaction' ? '08P01' : '53300';
+    assert.deepEqual(answered.node_api_full.map((a) => a.sqlstate), [want]);
+  });
+
   it('the table covers exactly the documented SQLSTATEs (plus those no test can raise: 22021, 57P02, 57P03, 58000)', () => {
     assert.deepEqual(Object.keys(STATUS_BY_SQLSTATE).sort(), [...Object.keys(expected), '22021', '57P02', '57P03', '58000'].sort());
     for (const [code, status] of Object.entries(expected)) assert.equal(STATUS_BY_SQLSTATE[code], status, code);
@@ -784,5 +800,25 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
   it('an error without a SQLSTATE (database unreachable) is a 503', () => {
     const e = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
     assert.equal(errorResponse(e).status, 503);
+  });
+
+  it("README's Errors table: its HTTP column is statusOf's answer, a 503 exactly where its retry column does not say no", () => {
+    const readme = fs.readFileSync(path.join(__dirname, '../../../README.md'), 'utf8');
+    const section = readme.split('\n## Errors\n')[1].split('\n## ')[0];
+    const rows = section.split('\n').filter((l) => /^\| [0-9A-Z]{5} \|/.test(l)).map((l) => {
+      const cells = l.split('|').map((c) => c.trim());
+      return { code: cells[1], http: cells.at(-3), retry: cells.at(-2) };
+    });
+    assert.ok(rows.length >= 20, `${rows.length} rows`);
+    const noStatus = [];
+    for (const { code, http, retry } of rows) {
+      const m = /^(\d{3})\b/.exec(http);
+      if (!m) { noStatus.push(code); continue; }
+      assert.equal(statusOf(code), Number(m[1]), `${code}: README says ${http}`);
+      assert.equal(!/^no\b/.test(retry), statusOf(code) === 503, `${code}: HTTP ${http}, retry ${retry}`);
+    }
+    assert.deepEqual(noStatus, ['2BP01']); // DROP EXTENSION: no request of the service's meets it
+    const retried = rows.filter((r) => /bounded retries/.test(r.http)).map((r) => r.code);
+    assert.deepEqual(retried.sort(), [...RETRY_SQLSTATES].sort());
   });
 });

@@ -367,6 +367,24 @@ describe('SQLSTATE -> HTTP with the errors Prisma throws', () => {
     assert.deepEqual(r.response.body, { error: '500' });
   });
 
+  it('53300 a database at its CONNECTION LIMIT: 503', async () => {
+    await withClient({ user: 'postgres', database: 'postgres' }, async (c: pg.Client) => {
+      await c.query('DROP DATABASE IF EXISTS prisma_api_full WITH (FORCE)');
+      await c.query('CREATE DATABASE prisma_api_full CONNECTION LIMIT 0');
+    });
+    const full = client('apollo_api', { url: serviceUrl('apollo_api').replace(`/${DB}?`, '/prisma_api_full?') });
+    const e = await thrown(api.upsertJob(full, orgJob('wf-full')));
+    // behind pgbouncer the server's refusal reaches the client as pgbouncer's own 08P01
+    if (process.env.SERVICE_POOL_MODE === 'transaction') {
+      assert.equal(api.sqlstateOf(e), '08P01');
+    } else {
+      assert.equal(api.sqlstateOf(e), '53300');
+      assert.equal(e.meta.driverAdapterError.cause.kind, 'TooManyConnections');
+    }
+    // (one attempt only: pgbouncer holds the next login to that database for server_login_retry, 15 s)
+    assert.equal(api.httpStatusOf(e), 503);
+  });
+
   it('25006 a write in a read-only transaction: 503 with Retry-After; reads still answer', async () => {
     const e = await thrown(prisma.$transaction(async (tx) => {
       await tx.$executeRaw`SET TRANSACTION READ ONLY`;

@@ -103,7 +103,8 @@ STATUS_BY_SQLSTATE: Mapping[str, int] = {
     "57P01": 503,  # the session was terminated: JobsService reconnects on the next request
     "57P02": 503,  # crash shutdown: JobsService reconnects on the next request
     "57P03": 503,  # the server is starting up or shutting down
-    "55000": 503,  # apollo_jobs.jobs not created yet, a broken scope binding, the extension not updated
+    "53300": 503,  # too many connections (max_connections, a role's or database's CONNECTION LIMIT)
+    "55000": 500,  # jobs table not created, a broken scope binding, the extension not updated: an operator fixes it
     "0A000": 500,  # an UPDATE of apollo_jobs.jobs, a non-UTF8 database: the deployment is wrong
     "27000": 500,  # a trigger or rule on apollo_jobs.jobs swallowed the registration
     "42501": 500,  # the service's role lacks the documented grants

@@ -51,6 +51,7 @@ FIXTURE = HERE.parent / "fixture"
 DB = "py_api"
 DB_NO_TABLE = "py_api_no_table"
 DB_BROKEN = "py_api_broken_binding"
+DB_FULL = "py_api_full"  # CONNECTION LIMIT 0
 JOB_ID = re.compile(r"(oj|pj)_[0-9A-Za-z]{21}")
 
 
@@ -212,11 +213,13 @@ class Errors(unittest.TestCase):
         theirs = create_job(self.conn, project_job("py-taken", org_id="org_umbrella", project_id="prj_umbrella_lab"))
         self.assertEqual((theirs.status, theirs.sqlstate, theirs.body, theirs.headers), (409, "23505", {"error": "conflict"}, {}))
 
-    def test_jobs_table_missing_is_503(self):
+    def test_jobs_table_missing_is_500_without_retry_after(self):
+        # an operator must create the table: a retry would fail the same way
         with connect(**SERVICE, dbname=DB_NO_TABLE, user="apollo_api") as conn:
             r = create_job(conn, org_job("py-e9"))
-            self.assertEqual((r.status, r.sqlstate, r.headers), (503, "55000", {"Retry-After": "1"}))
-            self.assertEqual(get_job(conn, "oj_000000000000000000000", "org_acme").status, 503)
+            self.assertEqual((r.status, r.sqlstate, r.body, r.headers), (500, "55000", {"error": "internal"}, {}))
+            r = get_job(conn, "oj_000000000000000000000", "org_acme")
+            self.assertEqual((r.status, r.sqlstate, r.headers), (500, "55000", {}))
 
     def test_role_without_grants_is_500_with_no_details(self):
         with connect(**SERVICE, dbname=DB, user="apollo_nobody") as conn:
@@ -244,7 +247,7 @@ class EverySqlstate(unittest.TestCase):
             "22P02": ("apollo_api", DB, "SELECT apollo_jobs.job_class_of($1)", ["not-an-id"], 400),
             "23514": ("apollo_api", DB, "SELECT $1::apollo_jobs.job_id", ["not-an-id"], 400),
             "23503": ("apollo_api", DB, UPSERT_JOB, ["py-m2", "org", "org_nope", None, "batch_revoke"], 404),
-            "55000": ("apollo_api", DB_NO_TABLE, JOB_BY_ID, ["oj_000000000000000000000", "org_acme", None], 503),
+            "55000": ("apollo_api", DB_NO_TABLE, JOB_BY_ID, ["oj_000000000000000000000", "org_acme", None], 500),
             "42501": ("apollo_nobody", DB, UPSERT_JOB, ["py-m3", "org", "org_acme", None, "batch_revoke"], 500),
             "22003": ("apollo_api", DB, LIST_JOBS, ["org_acme", None, "false", None, None, "99999999999"], 400),
             "0A000": ("postgres", DB, "UPDATE apollo_jobs.jobs SET job_type = job_type WHERE false", [], 500),
@@ -257,6 +260,20 @@ class EverySqlstate(unittest.TestCase):
                 err = self.raised(user, dbname, sql, params)
                 self.assertEqual(err.sqlstate, sqlstate, str(err))
                 self.assertEqual(error_response(err).status, status)
+
+    def test_too_many_connections_is_503(self):
+        # a database at its CONNECTION LIMIT (53300); libpq reports a refused
+        # connection without a SQLSTATE, directly and behind pgbouncer alike
+        with admin() as c:
+            c.execute(f"DROP DATABASE IF EXISTS {DB_FULL} WITH (FORCE)")
+            c.execute(f"CREATE DATABASE {DB_FULL} CONNECTION LIMIT 0")
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            with connect(**SERVICE, dbname=DB_FULL, user="apollo_api") as conn:
+                conn.execute("SELECT 1")
+        self.assertIn("too many connections for database", str(caught.exception))
+        self.assertIsNone(caught.exception.sqlstate)
+        r = error_response(caught.exception)
+        self.assertEqual((r.status, r.body, r.headers), (503, {"error": "unavailable"}, {"Retry-After": "1"}))
 
     def test_40001_when_the_snapshot_predates_a_committed_registration(self):
         args = ["py-m5", "org", "org_acme", None, "batch_revoke"]
@@ -307,7 +324,7 @@ class EverySqlstate(unittest.TestCase):
         expected = {
             "22003": 400, "22004": 400, "22021": 400, "22023": 400, "22P02": 400, "23514": 400, "23503": 404,
             "23505": 409, "40001": 503, "40P01": 503, "25006": 503, "55P03": 503, "57014": 503, "57P01": 503,
-            "57P02": 503, "57P03": 503, "55000": 503, "0A000": 500, "27000": 500, "42501": 500, "58000": 500,
+            "57P02": 503, "57P03": 503, "53300": 503, "55000": 500, "0A000": 500, "27000": 500, "42501": 500, "58000": 500,
         }
         self.assertEqual(dict(STATUS_BY_SQLSTATE), expected)
         self.assertEqual(RETRY_SQLSTATES, ("40001", "40P01"))
@@ -591,10 +608,12 @@ class Listing(unittest.TestCase):
     def test_broken_binding_missing_table_missing_grants(self):
         with connect(**SERVICE, dbname=DB_BROKEN, user="apollo_api") as conn:
             r = list_jobs(conn, {"org_id": "org_acme"})
-            self.assertEqual((r.status, r.sqlstate, r.headers), (503, "55000", {"Retry-After": "1"}))
-            self.assertEqual(get_job(conn, "oj_000000000000000000000", "org_acme").sqlstate, "55000")
+            self.assertEqual((r.status, r.sqlstate, r.body, r.headers), (500, "55000", {"error": "internal"}, {}))
+            r = get_job(conn, "oj_000000000000000000000", "org_acme")
+            self.assertEqual((r.status, r.sqlstate), (500, "55000"))
         with connect(**SERVICE, dbname=DB_NO_TABLE, user="apollo_api") as conn:
-            self.assertEqual(list_jobs(conn, {"org_id": "org_acme"}).status, 503)
+            r = list_jobs(conn, {"org_id": "org_acme"})
+            self.assertEqual((r.status, r.sqlstate), (500, "55000"))
         with connect(**SERVICE, dbname=DB, user="apollo_nobody") as conn:
             r = list_jobs(conn, {"org_id": "org_acme"})
             self.assertEqual((r.status, r.sqlstate, r.body), (500, "42501", {"error": "internal"}))

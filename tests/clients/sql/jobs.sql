@@ -1,7 +1,7 @@
 -- The statements the API runs against apollo_jobs: the one copy of their text.
 -- node/sql.js (node-postgres) and python/jobs_api.py (psycopg) load this file,
--- and node/prisma_doc.test.js checks that every $queryRaw in PRISMA.md sends
--- exactly these statements. A statement starts after its "-- name: NAME"
+-- and prisma/prisma.test.ts checks that every $queryRaw in prisma/jobs.ts
+-- (shown in PRISMA.md) sends exactly these statements. A statement starts after its "-- name: NAME"
 -- line (and the comment lines right below it) and ends before the next one.
 -- Parameters are PostgreSQL's own $1..$n, which node-postgres and psycopg's
 -- RawCursor pass through and a Prisma tagged template produces.
@@ -30,10 +30,11 @@ FROM apollo_jobs.job_by_id(job_id => $1, org_id => $2, project_id => $3) AS j
 -- the first page), $6 the page size (1..1000). A page shorter than $6 is the
 -- last one. A bad, foreign or unknown cursor and a page size out of range are
 -- 22023 (400); a project of another org or a soft-deleted one lists nothing.
--- $6 is cast because Prisma's query engine binds a JavaScript number as int8,
--- which has no implicit cast to page_size's integer (42883, no such function);
--- node-postgres and psycopg send text, which the cast parses (22P02 for "abc",
--- 22003 beyond integer: both 400).
+-- $6 is cast because Prisma <= 6's Rust query engine binds a JavaScript number
+-- as int8, which has no implicit cast to page_size's integer (42883, no such
+-- function); node-postgres, psycopg and Prisma 7's @prisma/adapter-pg send it
+-- untyped, as text the cast parses (22P02 for "abc", 22003 beyond integer:
+-- both 400).
 SELECT l.job_id, l.job_class, l.org_id, l.project_id, l.job_type,
        l.thermos_job_id, l.created_at
 FROM apollo_jobs.list_jobs(
