@@ -8,12 +8,25 @@ export PG_CONFIG
 all:
 	cargo build --release
 
+# The release build into $(PG_CONFIG)'s server. Files are built into a
+# package directory and moved into place (tests/lib.sh install_extension), so
+# a running server keeps the library it has loaded instead of crashing on an
+# overwritten one.
 install:
-	cargo pgrx install --release --pg-config $(PG_CONFIG)
+	bash -c 'source tests/lib.sh && install_extension'
 
-# SQL-level suites against a scratch cluster with the installed build
+# The pg_regress and isolation suites against the server you already run
+# (PGHOST, PGPORT, PGUSER from the environment), with the extension installed
+# there: no build, no install, no scratch cluster.
 installcheck:
-	bash tests/run.sh pg_regress dump_restore
+	bash tests/pg_regress/run.sh --existing
+	bash tests/isolation/run.sh --existing
+
+# A .deb for $(PG_CONFIG)'s major (postgresql-N-apollo-jobs_VERSION_ARCH.deb
+# in this directory), installable with apt-get without a Rust toolchain.
+.PHONY: package
+package:
+	bash packaging/build-deb.sh --pg-config $(PG_CONFIG)
 
 test:
 	bash tests/run.sh

@@ -11,13 +11,12 @@ use pgrx::prelude::*;
 mod tests {
     use pgrx::prelude::*;
 
-    /// Host tables like the API's, the jobs table wired to them, and the
-    /// SQLSTATE-capturing helper.
-    const HOST: &str = r#"
-        CREATE SCHEMA host;
-        CREATE TABLE host.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-        CREATE TABLE host.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES host.orgs,
-                                    deleted boolean NOT NULL DEFAULT false);
+    /// The host application's tables as every test suite has them; their
+    /// names are unqualified (see `host_tables_in`).
+    const HOST_FIXTURE: &str = include_str!("../tests/fixture/host.sql");
+
+    /// The rows the tests here share: two orgs with a project each.
+    const HOST_ROWS: &str = r#"
         INSERT INTO host.orgs VALUES ('o1'), ('o2');
         INSERT INTO host.projects VALUES ('p1', 'o1'), ('p2', 'o2');
     "#;
@@ -53,10 +52,32 @@ mod tests {
         Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Creates the shared host tables (tests/fixture/host.sql) in a new
+    /// schema: the fixture's names are unqualified, so it runs with the
+    /// schema alone on the search_path, which is then put back.
+    fn host_tables_in(schema: &str) {
+        let search_path: String = one("SELECT current_setting('search_path')");
+        run(&format!(
+            "CREATE SCHEMA {schema}; SET LOCAL search_path = {schema}"
+        ));
+        run(HOST_FIXTURE);
+        Spi::get_one_with_args::<String>(
+            "SELECT set_config('search_path', $1, true)",
+            &[search_path.into()],
+        )
+        .expect("restoring search_path");
+    }
+
+    /// The host tables in schema `host`, with the shared rows.
+    fn host_tables() {
+        host_tables_in("host");
+        run(HOST_ROWS);
+    }
+
     /// Host tables plus `create_jobs_table(orgs, projects)`.
     fn host() {
         helpers();
-        run(HOST);
+        host_tables();
         run("SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', projects => 'host.projects')");
     }
 
@@ -206,7 +227,7 @@ mod tests {
     #[pg_test]
     fn create_jobs_table_reports_missing_columns_by_name() {
         helpers();
-        run(HOST);
+        host_tables();
         let text = error_text(
             "SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', org_key => 'org_nano')",
         );
@@ -406,7 +427,7 @@ mod tests {
     #[pg_test]
     fn no_soft_delete_filter_when_deleted_column_is_null() {
         helpers();
-        run(HOST);
+        host_tables();
         run("SELECT apollo_jobs.create_jobs_table(orgs => 'host.orgs', deleted_column => NULL)");
         let (id, _) = upsert("wf", "org", "o1", None);
         run("UPDATE host.orgs SET deleted = true");
@@ -1125,8 +1146,8 @@ mod tests {
         assert_eq!((seen(), listed()), (1, 1));
         run("UPDATE legacy.orgs SET deleted = true WHERE nano_id = 'o1'");
         assert_eq!((seen(), listed()), (0, 0));
-        run("CREATE SCHEMA host; CREATE TABLE host.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-             INSERT INTO host.orgs VALUES ('o1')");
+        host_tables_in("host");
+        run("INSERT INTO host.orgs VALUES ('o1')");
         assert_eq!(
             (seen(), listed()),
             (0, 0),

@@ -1,7 +1,5 @@
--- The host's tables, as the API service has them.
-CREATE TABLE public.orgs     (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              deleted boolean NOT NULL DEFAULT false);
+-- The host's tables, as the API service has them (tests/fixture/host.sql).
+\ir fixture/host.sql
 INSERT INTO public.orgs VALUES ('org_acme'), ('org_umbrella');
 INSERT INTO public.projects VALUES ('prj_acme_web', 'org_acme'), ('prj_umbrella_lab', 'org_umbrella');
 

@@ -7,14 +7,9 @@ cluster_start dump_restore "$PORT_DUMP_RESTORE"
 trap 'cluster_stop dump_restore' EXIT
 dump="$SCRATCH/dump_restore/jobs.dump"
 
-fail() { echo "dump_restore: FAIL: $*"; exit 1; }
-q() { psql_q -At -d "$1" -c "$2"; }
-
 psql_q -d postgres -c "CREATE DATABASE src" -c "CREATE DATABASE dst"
+load_host src
 psql_q -d src >/dev/null <<'SQL'
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs ON DELETE CASCADE,
-                              deleted boolean NOT NULL DEFAULT false);
 INSERT INTO public.orgs SELECT 'org_' || i FROM generate_series(1, 5) i;
 INSERT INTO public.projects SELECT 'prj_' || i || '_' || j, 'org_' || i FROM generate_series(1, 5) i, generate_series(1, 3) j;
 CREATE EXTENSION apollo_jobs;
@@ -68,14 +63,14 @@ echo "dump_restore: CHECKs enforced"
 vis=$(q dst "SELECT count(*) FROM apollo_jobs.jobs j, apollo_jobs.job_by_id(j.job_id, j.org_id, j.project_id) g")
 hidden=$(q dst "SELECT count(*) FROM apollo_jobs.jobs WHERE project_id = 'prj_2_2'")
 total=$(q dst "SELECT count(*) FROM apollo_jobs.jobs")
-[ "$hidden" -gt 0 ] && [ "$vis" -eq $((total - hidden)) ] || fail "getter after restore: visible=$vis hidden=$hidden total=$total"
+{ [ "$hidden" -gt 0 ] && [ "$vis" -eq $((total - hidden)) ]; } || fail "getter after restore: visible=$vis hidden=$hidden total=$total"
 echo "dump_restore: getter sees $vis of $total rows ($hidden under a soft-deleted project)"
 
 # FKs: deleting an org cascades; an unknown org is refused
 before=$(q dst "SELECT count(*) FROM apollo_jobs.jobs WHERE org_id = 'org_3'")
 q dst "DELETE FROM public.orgs WHERE nano_id = 'org_3'" >/dev/null
 after=$(q dst "SELECT count(*) FROM apollo_jobs.jobs WHERE org_id = 'org_3'")
-[ "$before" -gt 0 ] && [ "$after" -eq 0 ] || fail "cascade after restore: before=$before after=$after"
+{ [ "$before" -gt 0 ] && [ "$after" -eq 0 ]; } || fail "cascade after restore: before=$before after=$after"
 out=$(psql_q -d dst -c "SELECT * FROM apollo_jobs.upsert_job_by_thermos_id('wf-new', 'org', 'org_3', NULL, 'batch_revoke')" 2>&1 || true)
 echo "$out" | grep -q 'jobs_org_id_fkey' || fail "FK after restore: $out"
 echo "dump_restore: FKs restored (cascade removed $before jobs, unknown org refused)"

@@ -59,11 +59,14 @@ fi
 as_pg() { sudo -u postgres -- "$@"; }
 
 # Builds (release unless PROFILE=dev) and installs the extension into
-# $PG_CONFIG's server. The files are built into a package directory first and
-# then moved into place (rename, a new inode): a server running meanwhile
-# keeps the library it mapped, where an in-place overwrite would crash it.
+# $PG_CONFIG's server, built for that server's major version (Cargo feature
+# pgN). The files are built into a package directory first and then moved
+# into place (rename, a new inode): a server running meanwhile keeps the
+# library it mapped, where an in-place overwrite would crash it.
 install_extension() {
-  local flags=(--pg-config "$PG_CONFIG") pkg="$SCRATCH/package"
+  local major pkg="$SCRATCH/package"
+  major=$("$PG_CONFIG" --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
+  local flags=(--pg-config "$PG_CONFIG" --no-default-features --features "pg$major")
   [ "${PROFILE:-release}" = release ] || flags+=(--debug)
   rm -rf "$pkg"; mkdir -p "$pkg"
   (cd "$ROOT" && cargo pgrx package "${flags[@]}" --out-dir "$pkg" >/dev/null)
@@ -142,4 +145,61 @@ regress_result() {
     cat "$out/regression.diffs" 2>/dev/null || echo "(no regression.diffs)"
   fi
   return "$status"
+}
+
+# The stage's name in messages: the script's directory for tests/NAME/run.sh,
+# else the script's name (tests/NAME.sh). A script may set another after
+# sourcing this file.
+STAGE=$(basename "$0" .sh)
+[ "$STAGE" != run ] || STAGE=$(basename "$(dirname "$0")")
+
+# fail MESSAGE...: "STAGE: FAIL: MESSAGE" and exit 1.
+fail() { echo "$STAGE: FAIL: $*"; exit 1; }
+
+# q DB SQL: the statement's result, unaligned, without headers.
+q() { psql_q -At -d "$1" -c "$2"; }
+
+# The host application's tables every suite shares (tables only, names
+# unqualified: they land in the first schema on the search_path).
+# shellcheck disable=SC2034  # used by the scripts that source this file
+HOST_FIXTURE="$ROOT/tests/fixture/host.sql"
+
+# load_host DB: creates the shared host tables (tests/fixture/host.sql) in DB.
+load_host() { psql_q -d "$1" -f "$HOST_FIXTURE" >/dev/null; }
+
+# The extension's version, from Cargo.toml.
+project_version() { sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1; }
+
+# apt_install PKG...: installs the packages that are not installed yet (one
+# apt-get update first, only if something is missing). Idempotent.
+apt_install() {
+  local p missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "$STAGE: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# log_tail FILE [LINES]: the last LINES (30) lines of a server log, after a failure.
+log_tail() {
+  echo "server log tail ($1):"
+  tail -n "${2:-30}" "$1" 2>/dev/null || echo "(no log)"
+}
+
+# require_installed: the server libpq reaches (PGHOST, PGPORT, PGUSER) answers
+# and has apollo_jobs installed at this source's version (the default version
+# CREATE EXTENSION installs); else says which is not so and exits 1. For
+# suites run against an existing server.
+require_installed() {
+  local want have where="${PGHOST:-the default socket}, port ${PGPORT:-5432}, user ${PGUSER:-$(id -un)}"
+  want=$(project_version)
+  if ! have=$(psql_q -At -d postgres -c "SELECT coalesce(max(default_version), '') FROM pg_available_extensions WHERE name = 'apollo_jobs'" 2>&1); then
+    echo "$STAGE: cannot query the server ($where): $have" >&2; exit 1
+  fi
+  local hint="install it first: make install PG_CONFIG=<that server's pg_config>"
+  [ -n "$have" ] || { echo "$STAGE: apollo_jobs is not installed in the server ($where); $hint" >&2; exit 1; }
+  [ "$have" = "$want" ] || { echo "$STAGE: the server ($where) has apollo_jobs $have installed, this source is $want; $hint" >&2; exit 1; }
 }

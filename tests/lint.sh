@@ -1,7 +1,24 @@
 #!/usr/bin/env bash
-# rustfmt and clippy (warnings are errors), through the .cargo/config.toml aliases.
+# Static checks: rustfmt and clippy (warnings are errors), through the
+# .cargo/config.toml aliases, and shellcheck (installed with apt if missing)
+# on every shell script of the checkout (tracked or new, not ignored), each
+# following what it sources from its own directory (`# shellcheck
+# source=../lib.sh` beside `source "$(dirname "$0")/../lib.sh"`). Every check
+# runs; prints their findings and one summary line, exits non-zero if any
+# found something.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-cargo format-check
-cargo lint
+apt_install shellcheck
+
+failed=()
+cargo format-check || failed+=(rustfmt)
+cargo lint || failed+=(clippy)
+mapfile -t scripts < <(git ls-files --cached --others --exclude-standard -- '*.sh' .ci/run | sort -u)
+shellcheck -x -P SCRIPTDIR "${scripts[@]}" || failed+=(shellcheck)
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "lint: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "lint: ok (rustfmt, clippy, shellcheck on ${#scripts[@]} scripts)"

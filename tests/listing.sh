@@ -7,14 +7,11 @@
 source "$(dirname "$0")/lib.sh"
 cluster_start listing "$PORT_LISTING"
 trap 'cluster_stop listing' EXIT
-fail() { echo "listing: FAIL: $*"; exit 1; }
-q() { psql_q -At -d listing -c "$1"; }
+q() { psql_q -At -d listing -c "$1"; }   # this stage's one database
 
 psql_q -d postgres -c "CREATE DATABASE listing" >/dev/null
+load_host listing
 psql_q -d listing >/dev/null <<'SQL'
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              deleted boolean NOT NULL DEFAULT false);
 INSERT INTO public.orgs SELECT 'o' || i FROM generate_series(1, 100) i;
 INSERT INTO public.projects SELECT 'p' || i, 'o' || (i % 100 + 1) FROM generate_series(1, 1000) i;
 CREATE EXTENSION apollo_jobs;

@@ -3,7 +3,7 @@
 # (comments aside): a schema change is a new version with an upgrade script,
 # never a silent edit of 0.1.0.
 source "$(dirname "$0")/lib.sh"
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+version=$(project_version)
 installed="$("$PG_CONFIG" --sharedir)/extension/apollo_jobs--$version.sql"
 checked_in="$ROOT/sql/apollo_jobs--$version.sql"
 # pgrx orders independent items by a dependency graph: compare the blocks as a sorted set.
@@ -28,6 +28,6 @@ if ! diff <(blocks "$checked_in") <(blocks "$installed"); then
 fi
 for up in "$ROOT"/sql/apollo_jobs--*--*.sql; do
   [ -e "$up" ] || continue
-  head -3 "$up" | grep -q '\\quit' || { echo "schema: $up lacks the \\echo … \\quit guard"; exit 1; }
+  head -3 "$up" | grep -q '\\quit' || { printf 'schema: %s lacks the \\echo … \\quit guard\n' "$up"; exit 1; }
 done
 echo "schema: install script for $version matches sql/"

@@ -8,9 +8,8 @@
 # statement (tests/upgrade/switch-to-row-check.sql), after which its
 # constraints equal those of a table made by the current create_jobs_table().
 source "$(dirname "$0")/lib.sh"
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+version=$(project_version)
 extdir="$("$PG_CONFIG" --sharedir)/extension"
-fail() { echo "upgrade: FAIL: $*"; exit 1; }
 
 # Install scripts of earlier versions, for CREATE EXTENSION ... VERSION;
 # removed again afterwards (a package ships only the current one).
@@ -29,7 +28,6 @@ for f in "$ROOT"/sql/apollo_jobs--*--*.sql; do
 done
 
 cluster_start upgrade "$PORT_UPGRADE"
-q() { psql_q -At -d "$1" -c "$2"; }
 
 # Every member object of the extension with its definition and comment.
 objects_sql=$(cat <<'SQL'
@@ -67,8 +65,8 @@ sqlstate_of() {
 bad_row="INSERT INTO apollo_jobs.jobs (job_id, job_class, org_id, job_type, thermos_job_id) VALUES ('pj_V1StGXR8Z5jdHi6BmyT2a', 'org', 'o1', 't', 'w')"
 
 psql_q -d postgres -c "CREATE DATABASE fresh"
-psql_q -d fresh -c "CREATE EXTENSION apollo_jobs" -c "CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false)" \
-  -c "CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs, deleted boolean NOT NULL DEFAULT false)" \
+load_host fresh
+psql_q -d fresh -c "CREATE EXTENSION apollo_jobs" \
   -c "SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects')" >/dev/null
 fresh_objects=$(q fresh "$objects_sql")
 fresh_constraints=$(q fresh "$constraints_sql")

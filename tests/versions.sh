@@ -5,12 +5,18 @@
 # ~/.pgrx are untouched, pgrx gets its own PGRX_HOME per major):
 #   0. clippy (warnings are errors) with pgN's cfg,
 #   1. cargo pgrx test pgN (the Rust tests and every #[pg_test]),
-#   2. the release build installed into the tree (cargo pgrx install),
+#   2. the release build installed into the tree (cargo pgrx package, copied in),
 #   3. the pg_regress and isolation suites against a scratch cluster of that
 #      tree, with the same expected output as on 15, then dump_restore.sh and
-#      upgrade.sh (earlier extension versions with rows, updated in place).
+#      upgrade.sh (earlier extension versions with rows, updated in place);
+#   4. after the majors, tests/pg_upgrade.sh: pg_upgrade 16 -> 18 (--copy and
+#      --link), and 15 (the
+#      system's) -> 18 by pg_dump/pg_restore, each with job rows in place.
+# The release build's `cargo pgrx package` output stays in
+# $SCRATCH/packages/pgN for the packages stage.
 # Prints one line per major:
 #   versions: pgN ok (clippy clean, pgrx P passed, pg_regress R/R, isolation I/I, dump_restore ok, upgrade ok; ...)
+# and one per major upgrade ("versions: pg_upgrade 16→18 ok (...)").
 # Run a subset with: tests/versions.sh 16 18   (or APOLLO_JOBS_VERSIONS="16 18")
 source "$(dirname "$0")/lib.sh"
 
@@ -23,6 +29,20 @@ mkdir -p "$SCRATCH" "$logs"; chmod 777 "$SCRATCH"
 
 n_regress=$(find "$ROOT/tests/pg_regress/sql" -name '*.sql' | wc -l)
 n_isolation=$(find "$ROOT/tests/isolation/specs" -name '*.spec' | wc -l)
+
+# install_release N PG_CONFIG: `cargo pgrx package` of the release build for
+# major N into $SCRATCH/packages/pgN (the tree's own paths under it), then
+# each file moved into the tree (a new inode, like lib.sh's install_extension).
+install_release() {
+  local n=$1 pgc=$2 pkg="$SCRATCH/packages/pg$1" f dest
+  rm -rf "$pkg"; mkdir -p "$pkg"
+  (cd "$ROOT" && cargo pgrx package --pg-config "$pgc" --no-default-features --features "pg$n" --out-dir "$pkg")
+  while IFS= read -r f; do
+    dest="/${f#"$pkg"/}"
+    mkdir -p "$(dirname "$dest")"
+    cp "$f" "$dest.apollo_jobs_new" && mv -f "$dest.apollo_jobs_new" "$dest"
+  done < <(find "$pkg" -type f)
+}
 
 # run_major N: prints the summary line; returns non-zero on any failure.
 run_major() {
@@ -60,9 +80,10 @@ run_major() {
   passed=$(awk '/^test result: ok\./ {s += $4} END {print s + 0}' "$log/pgrx.log")
   local t1; t1=$(date +%s)
 
-  # 2. The release build into the private tree.
-  if ! (cd "$ROOT" && cargo pgrx install --release --pg-config "$pgc" "${features[@]}") >"$log/install.log" 2>&1; then
-    echo "versions: pg$n FAILED (cargo pgrx install --release; $log/install.log)"; tail -n 30 "$log/install.log"; return 1
+  # 2. The release build into the private tree, through a package directory
+  # kept for the packages stage (tests/packages.sh makes its .deb from it).
+  if ! install_release "$n" "$pgc" >"$log/install.log" 2>&1; then
+    echo "versions: pg$n FAILED (release build: cargo pgrx package; $log/install.log)"; tail -n 30 "$log/install.log"; return 1
   fi
   local t2; t2=$(date +%s)
 
@@ -87,4 +108,30 @@ failed=()
 for n in "${VERSIONS[@]}"; do
   run_major "$n" || failed+=("pg$n")
 done
+
+# 4. Major upgrades with job rows (tests/pg_upgrade.sh), between the majors
+# that passed above: pg_upgrade 16 -> 18; 15 (the system's) -> 18 by dump and
+# restore, and Debian's 15 -> 18 pg_upgrade failing as the README says.
+major_ok() { local v; for v in "${VERSIONS[@]}"; do [ "$v" = "$1" ] && [[ " ${failed[*]} " != *" pg$1 "* ]] && return 0; done; return 1; }
+steps=()
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+if major_ok 18; then
+  major_ok 16 && steps+=(pg_upgrade:16:18 pg_upgrade:16:18:link)
+  # The 15 side is the system server's installed build (tests/run.sh
+  # installs the release build before its first SQL stage).
+  if [ -e "/usr/share/postgresql/15/extension/apollo_jobs--$version.sql" ]; then
+    steps+=(dump_restore:15:18)
+  else
+    echo "versions: dump/restore 15→18 skipped (apollo_jobs $version is not installed in the system PostgreSQL 15: make install)"
+  fi
+  steps+=(pg_upgrade_fails:15:18)
+fi
+if [ ${#steps[@]} -gt 0 ]; then
+  if bash "$ROOT/tests/pg_upgrade.sh" "${steps[@]}" >"$logs/pg_upgrade.log" 2>&1; then
+    grep '^versions: ' "$logs/pg_upgrade.log"
+  else
+    grep '^versions: ' "$logs/pg_upgrade.log" || tail -n 30 "$logs/pg_upgrade.log"
+    failed+=("major upgrades ($logs/pg_upgrade.log)")
+  fi
+fi
 [ ${#failed[@]} -eq 0 ] || { echo "versions: FAILED: ${failed[*]}"; exit 1; }

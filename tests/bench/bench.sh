@@ -83,7 +83,7 @@ say() { echo "bench: $*"; }
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
 elapsed() { echo "$(( $(date +%s) - started ))s"; }
 
-[ "$LARGE" -ge 2000 ] && [ $((LARGE % 1000)) -eq 0 ] || die "BENCH_LARGE_ROWS must be a multiple of 1000 (>= 2000)"
+{ [ "$LARGE" -ge 2000 ] && [ $((LARGE % 1000)) -eq 0 ]; } || die "BENCH_LARGE_ROWS must be a multiple of 1000 (>= 2000)"
 [ "$SMALL" -ge 500 ] || die "BENCH_SMALL_ROWS must be >= 500 (a full listing page in its big project)"
 [ "$DEPTH" -ge 1 ] || die "BENCH_LIST_DEPTH must be >= 1"
 if [ "$DEPTH" -gt $((LARGE / 20)) ]; then
@@ -130,9 +130,9 @@ P() { psql_q "$@"; }
 
 for db in $DB_LARGE $DB_SMALL; do
   P -d postgres -c "CREATE DATABASE $db"
-  P -d $db -f "$BENCH/schema.sql" >/dev/null
-  P -d $db -f "$BENCH/peer.sql" >/dev/null
-  P -d $db -f "$BENCH/proposal.sql" >/dev/null
+  P -d "$db" -f "$BENCH/schema.sql" >/dev/null
+  P -d "$db" -f "$BENCH/peer.sql" >/dev/null
+  P -d "$db" -f "$BENCH/proposal.sql" >/dev/null
 done
 
 load() {  # load DB ROWS
@@ -161,7 +161,7 @@ say "loaded in ${load_seconds}s ($(elapsed) so far)"
 BIG=$(P -d $DB_LARGE -At -c "SELECT count(*) FROM apollo_jobs.jobs WHERE project_id = '$BIG_PROJECT'")
 DEEP=$(P -d $DB_LARGE -At -c "SELECT job_id FROM apollo_jobs.jobs WHERE project_id = '$BIG_PROJECT'
                                 ORDER BY created_at DESC, job_id DESC OFFSET $((DEPTH - 1)) LIMIT 1")
-[ -n "$DEEP" ] && [ "$BIG" -ge $((DEPTH + 50)) ] || die "the big project has $BIG rows, too few for a page $DEPTH deep"
+{ [ -n "$DEEP" ] && [ "$BIG" -ge $((DEPTH + 50)) ]; } || die "the big project has $BIG rows, too few for a page $DEPTH deep"
 PGBENCH_DEFINES=(-D "deep=$DEEP" -D "big_org=$BIG_ORG" -D "big_project=$BIG_PROJECT")
 printf 'LARGE=%s\nSMALL=%s\nDEEP=%s\nBIG_ORG=%s\nBIG_PROJECT=%s\n' \
   "$LARGE" "$SMALL" "$DEEP" "$BIG_ORG" "$BIG_PROJECT" >"$OUT/rows.env"  # for profile.sh
@@ -171,7 +171,7 @@ say "big project $BIG_PROJECT: $BIG jobs; deep page after the row $DEPTH deep ($
 P -d $DB_LARGE -f "$BENCH/sizes.sql" >"$OUT/sizes.txt"
 
 for db in $DB_LARGE $DB_SMALL; do
-  P -d $db -At -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c
+  P -d "$db" -At -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c
                    WHERE c.relnamespace IN ('apollo_jobs'::regnamespace, 'public'::regnamespace)
                      AND c.relkind IN ('r', 'i')" >/dev/null
 done
@@ -259,6 +259,7 @@ SQL
 }
 bare_plan() {  # bare_plan DB OPTIONS: EXPLAIN of the 7th execution of scripts/list_bare.sql's statement
   local q
+  # shellcheck disable=SC2016  # $1, $2: the prepared statement's parameters
   q=$(sed -e '/^--/d' -e 's/:big_project\b/$1/g' -e 's/:big_org\b/$2/g' "$BENCH/scripts/list_bare.sql")
   { echo "=== $1: list_bare.sql (PGOPTIONS=$2)"
     PGOPTIONS=$2 P -d "$1" 2>&1 <<SQL

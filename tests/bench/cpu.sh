@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Server CPU per transaction for a pgbench run: sourced by bench.sh and
 # profile.sh (needs PGBIN, OUT, CLIENTS, die).
 #
@@ -19,7 +20,11 @@ sleep_until() { local d; d=$(awk -v t="$1" -v n="$(now)" 'BEGIN { d = t - n; pri
 backend_pids() {  # backend_pids DB: client backends connected to DB
   ps --ppid "$CPU_PM" -o pid=,args= | awk -v db=" $1 " 'index($0, db) && !/autovacuum/ { print $1 }'
 }
-pids_ticks() { [ $# -gt 0 ] && awk '{ s += $14 + $15 } END { print s + 0 }' $(printf '/proc/%s/stat ' "$@") 2>/dev/null || echo 0; }
+pids_ticks() {  # pids_ticks "PID...": user+system clock ticks of those processes
+  local p files=()
+  for p in $1; do files+=("/proc/$p/stat"); done
+  { [ ${#files[@]} -gt 0 ] && awk '{ s += $14 + $15 } END { print s + 0 }' "${files[@]}" 2>/dev/null; } || echo 0
+}
 
 # run_pgbench LABEL SECONDS DB ROWS SCRIPT [on_window_start_cmd] -> "tps cpu_us_per_tx window_s"
 # cpu is "nan" when the run is too short for a window of >= 1 s. pgbench gets
@@ -37,9 +42,9 @@ run_pgbench() {
   e=$(awk -v l="$launch" -v t="$secs" 'BEGIN { printf "%d", int(l + t - 0.2) }')
   cpu=nan
   if [ "$e" -gt "$s" ]; then
-    sleep_until "$s.000" ; pids=$(backend_pids "$db"); t0=$(pids_ticks $pids)
+    sleep_until "$s.000" ; pids=$(backend_pids "$db"); t0=$(pids_ticks "$pids")
     [ -z "$hook" ] || eval "$hook"
-    sleep_until "$e.000"; t1=$(pids_ticks $pids)
+    sleep_until "$e.000"; t1=$(pids_ticks "$pids")
   fi
   wait "$bp" || { cat "$log" >&2; die "pgbench $label failed"; }
   grep -q aborted "$log" && { cat "$log" >&2; die "pgbench $label aborted"; }

@@ -18,6 +18,7 @@ PGBIN=$SCRATCH/bench-pgroot$("$PG_CONFIG" --bindir)
 export PGHOST=$SCRATCH/bench PGPORT=$PORT PGUSER=postgres
 [ -f "$SCRATCH/bench/data/postmaster.pid" ] || { echo "no benchmark cluster: run with BENCH_KEEP=1 first" >&2; exit 1; }
 command -v perf >/dev/null || { echo "perf not found (apt-get install -y linux-perf)" >&2; exit 1; }
+# shellcheck source=/dev/null  # written by bench.sh
 source "$SCRATCH/bench-out/rows.env"   # the row counts bench.sh loaded, the deep listing cursor
 PGBENCH_DEFINES=(-D "deep=${DEEP:-}" -D "big_org=${BIG_ORG:-}" -D "big_project=${BIG_PROJECT:-}")
 case $variant in
@@ -30,7 +31,9 @@ die() { echo "profile: ERROR: $*" >&2; exit 1; }
 # shellcheck source=cpu.sh
 source "$BENCH/cpu.sh"
 out=$OUT/profile-$variant
-# perf samples the backends for the whole CPU window of the run (see cpu.sh).
+# perf samples the backends for the whole CPU window of the run (see cpu.sh);
+# run_pgbench evals the hook, so its expansions wait until then.
+# shellcheck disable=SC2016
 hook='perf record -q -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$(echo $pids | tr " " ,)" -o "$out.data" -- sleep $((e - s)) >/dev/null 2>&1 &'
 read -r tps us window <<<"$(run_pgbench "$variant" $((secs + 2)) "$db" "$rows" "$BENCH/scripts/$script.sql" "$hook")"
 sleep 1

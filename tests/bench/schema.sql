@@ -1,18 +1,11 @@
--- The host's tables and the extension, as the API service has them, plus the
--- contrib modules the benchmark uses. Run once per benchmark database.
+-- The host's tables (tests/fixture/host.sql) and the extension, as the API
+-- service has them, plus the contrib modules the benchmark uses. Run once
+-- per benchmark database.
 --
 -- Host ids are decimal strings (orgs 1000000.., projects 2000000..), and so
 -- are the loaded thermos ids (10^18 + i): pgbench can pass them as statement
 -- parameters as they are, so no server-side string building is measured.
-CREATE TABLE public.orgs (
-    nano_id text PRIMARY KEY,
-    deleted boolean NOT NULL DEFAULT false
-);
-CREATE TABLE public.projects (
-    nano_id text PRIMARY KEY,
-    org_id  text NOT NULL REFERENCES public.orgs,
-    deleted boolean NOT NULL DEFAULT false
-);
+\ir ../fixture/host.sql
 -- 1000 orgs, 10000 projects (project p belongs to org p % 1000); 1% of each
 -- soft-deleted, none of them among the rows the getter reads.
 INSERT INTO public.orgs

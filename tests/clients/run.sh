@@ -5,13 +5,24 @@
 #              back by the Liquibase that npm's liquibase@4.28.1 ships
 #   node       the API's create/poll/list endpoints over node-postgres, its
 #              SQLSTATE -> HTTP mapping against real server states (read-only,
-#              lock/statement timeouts, terminated sessions, deadlocks), and
-#              the checks that PRISMA.md shows the same SQL, model and mapping
+#              lock/statement timeouts, terminated sessions, deadlocks)
+#   prisma     PRISMA.md's files (prisma/) with Prisma 7 and @prisma/adapter-pg:
+#              `prisma generate` offline into $SCRATCH/prisma, tsc, the same
+#              endpoints and mapping, the schema against the real tables
 #   python     the same endpoints over psycopg 3, with the reconnect after a
 #              terminated session
+#   both       with a hot standby (node/replica.test.js, python/test_replica.py):
+#              a pg_basebackup -R replica of the cluster on 127.0.0.1:5498
+#              (PORT_CLIENTS_REPLICA), streaming; reads routed to it, writes to
+#              the primary, the getter's read-after-write through the primary,
+#              a write on the standby (25006) a 503 that drops the connection,
+#              libpq's multi-host target_session_attrs
 # Installs what it needs (idempotent): a Java runtime and Node.js if missing,
 # the pinned npm packages (npm ci from package-lock.json), the pinned Python
-# packages (python_env, tests/requirements.txt). Exits non-zero if any suite fails.
+# packages (python_env, tests/requirements.txt), and for the prisma suite a
+# Node.js 20 from the npm registry (node-linux-<arch>, into $SCRATCH/node) if
+# the machine's is older than Prisma 7 needs (20.19). Exits non-zero if any
+# suite fails.
 source "$(dirname "$0")/../lib.sh"
 HERE="$ROOT/tests/clients"
 PORT=$PORT_CLIENTS
@@ -35,8 +46,19 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 18 ] || { echo "clients: node $(node --version) is too old (need 18+)"; exit 1; }
+# Prisma 7 needs Node.js ^20.19 || ^22.12 || >=24 (Debian 12's is 18).
+prisma_node=node
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+              process.exit(a >= 24 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)'; then
+  pkg="node-linux-$(node -p process.arch)@20.20.2"
+  prisma_node="$SCRATCH/node/node_modules/${pkg%@*}/bin/node"
+  if [ ! -x "$prisma_node" ]; then
+    echo "clients: npm install $pkg (Node.js for Prisma 7)"
+    npm install --prefix "$SCRATCH/node" --no-save --no-audit --no-fund --loglevel=error "$pkg"
+  fi
+fi
 python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
-echo "clients: $(java -version 2>&1 | head -1), node $(node --version), npm $(npm --version)"
+echo "clients: $(java -version 2>&1 | head -1), node $(node --version) (prisma: $("$prisma_node" --version)), npm $(npm --version)"
 
 # npm ci wipes node_modules; skip it while the lockfile is unchanged.
 stamp="$HERE/node_modules/.package-lock.sha256"
@@ -49,7 +71,22 @@ fi
 python_env
 
 cluster_start clients "$PORT"
-trap 'cluster_stop clients' EXIT
+trap 'cluster_stop clients_replica; cluster_stop clients' EXIT
+
+# The hot standby: a base backup of the cluster (-R: it streams from it).
+replica_dir=$SCRATCH/clients_replica
+cluster_stop clients_replica
+rm -rf "$replica_dir"; mkdir -p "$replica_dir"; chown postgres: "$replica_dir"
+if ! timeout 120 sudo -u postgres -- "$PGBIN/pg_basebackup" -h "$PGHOST" -p "$PORT" -U postgres -D "$replica_dir/data" \
+    -R -X stream -c fast >"$replica_dir/basebackup.log" 2>&1; then
+  echo "clients: FAIL: pg_basebackup: $(cat "$replica_dir/basebackup.log")"; exit 1
+fi
+replica_opts="-c listen_addresses=127.0.0.1 -c port=$PORT_CLIENTS_REPLICA -c unix_socket_directories=$replica_dir"
+replica_opts+=" -c max_connections=60 -c shared_buffers=256MB -c log_min_messages=warning"
+if ! as_pg "$PGBIN/pg_ctl" -D "$replica_dir/data" -l "$replica_dir/server.log" -o "$replica_opts" -w -t 60 start >/dev/null; then
+  echo "clients: FAIL: the standby did not start: $(tail -n 20 "$replica_dir/server.log")"; exit 1
+fi
+export PGREPLICA_HOST=$replica_dir PGREPLICA_PORT=$PORT_CLIENTS_REPLICA
 export PGBIN
 export JAVA_OPTS="${JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
 
@@ -67,8 +104,9 @@ suite() {
 
 cd "$HERE"
 suite liquibase node --test --test-reporter=spec liquibase/liquibase.test.js
-suite node node --test --test-reporter=spec node/jobs_api.test.js node/prisma_doc.test.js
-suite python bash -c 'cd python && python -m unittest -v test_jobs_api'
+suite node node --test --test-reporter=spec node/jobs_api.test.js node/replica.test.js
+suite prisma env APOLLO_PRISMA_OUT="$SCRATCH/prisma" "$prisma_node" --import tsx --test --test-reporter=spec prisma/prisma.test.ts
+suite python bash -c 'cd python && python -m unittest -v test_jobs_api test_replica'
 
 for r in "${results[@]}"; do echo "clients: $r"; done
 exit $failed

@@ -18,6 +18,6 @@ timeout 300 python "$ROOT/tests/crash/crash.py" --dbname "$db" \
   --datadir "$SCRATCH/crash/data" --log "$SCRATCH/crash/server.log" --pgbin "$PGBIN" "$@" || status=$?
 if [ $status -ne 0 ]; then
   [ $status -eq 124 ] && echo "crash: FAILED: timed out"
-  echo "server log tail:"; tail -n 30 "$SCRATCH/crash/server.log" 2>/dev/null || true
+  log_tail "$SCRATCH/crash/server.log"
 fi
 exit $status

@@ -73,6 +73,9 @@ import psycopg
 from psycopg.rows import tuple_row
 
 ORGS = ["org_diff_1", "org_diff_2", "org_diff_3"]
+# The host's tables every suite shares.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture", "host.sql")) as _f:
+    HOST_SQL = _f.read()
 PROJECTS = {org: [f"{org}_prj_{k}" for k in (1, 2)] for org in ORGS}
 JOB_TYPES = ["batch_revoke", "batch_export"]
 APP_ROLE = "apollo_diff_app"
@@ -1280,11 +1283,7 @@ class Checker:
 
 def setup(h):
     with psycopg.connect(h.conninfo("postgres"), autocommit=True, row_factory=tuple_row) as conn:
-        conn.execute("""
-            CREATE TABLE public.orgs     (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-            CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                                          deleted boolean NOT NULL DEFAULT false);
-        """)
+        conn.execute(HOST_SQL)
         for org in ORGS:
             conn.execute("INSERT INTO public.orgs VALUES (%s)", (org,))
             for prj in PROJECTS[org]:

@@ -41,6 +41,6 @@ if [ "$(so_stat)" != "$so_before" ]; then
 fi
 if [ $status -ne 0 ]; then
   [ $status -eq 124 ] && echo "differential: FAILED: timed out"
-  echo "server log tail:"; tail -n 20 "$log" 2>/dev/null || true
+  log_tail "$log" 20
 fi
 exit $status

@@ -14,10 +14,8 @@ name=environment
 dir=$SCRATCH/$name
 trap 'cluster_stop environment' EXIT
 checks=0; failures=0
-fail() { echo "environment: FAIL: $*"; exit 1; }            # set-up failed: nothing to test
 bad() { echo "environment: FAIL: $*"; failures=$((failures + 1)); }
 ok() { checks=$((checks + 1)); }
-q() { psql_q -At -d "$1" -c "$2"; }
 # out_of DB SQL...: psql's output (stdout and stderr) with VERBOSITY verbose and
 # ON_ERROR_STOP=0, so an error shows as "ERROR:  SQLSTATE: message" with its
 # DETAIL, HINT, CONTEXT and LOCATION lines.
@@ -61,10 +59,8 @@ ok; minted=$(q app "SELECT apollo_jobs.job_class_of(apollo_jobs.mint_job_id('org
 [ "$minted" = org ] || bad "UTF8 database: mint_job_id/job_class_of after CREATE EXTENSION: $minted"
 
 # ---- (b) backtraces -------------------------------------------------------
+load_host app
 psql_q -d app >/dev/null <<'SQL'
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              deleted boolean NOT NULL DEFAULT false);
 INSERT INTO public.orgs VALUES ('org_1'), ('org_2');
 INSERT INTO public.projects VALUES ('prj_1', 'org_1');
 SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');

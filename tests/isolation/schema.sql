@@ -1,12 +1,10 @@
 -- Schema shared by every isolation spec: the extension, the host's orgs and
--- projects tables (as in tests/demo.sql) and two bookkeeping tables. Loaded
--- once into a fresh database by tests/isolation/run.sh; each spec's setup only
--- resets the data.
+-- projects tables (tests/fixture/host.sql, shared by every suite) and two
+-- bookkeeping tables. Loaded once into a fresh database by
+-- tests/isolation/run.sh; each spec's setup only resets the data.
 CREATE EXTENSION apollo_jobs;
 
-CREATE TABLE public.orgs     (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              deleted boolean NOT NULL DEFAULT false);
+\ir ../fixture/host.sql
 SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
 
 -- What each session was answered: job ids are random, so specs never print

@@ -19,7 +19,6 @@ common=(max_wal_senders=5 max_replication_slots=5 hot_standby=on)
 
 trap 'cluster_stop standby_replica; cluster_stop standby_primary' EXIT
 checks=0; failures=0
-fail() { echo "standby: FAIL: $*"; exit 1; }            # set-up failed: nothing to test
 bad() { echo "standby: FAIL: $*"; failures=$((failures + 1)); }
 ok() { checks=$((checks + 1)); }
 # q HOST PORT DB SQL...: each SQL a separate -c in one session; unaligned, tuples only.
@@ -53,10 +52,8 @@ try() { local out; if out=$("$@" 2>&1); then printf '%s' "$out"; else printf '<e
 # ---- primary: host tables, the extension, jobs ---------------------------
 cluster_start standby_primary "$P" wal_level=replica "${common[@]}" wal_keep_size=64MB
 psql_q -d postgres -c "CREATE DATABASE app" -c "CREATE DATABASE unlogged"
+load_host app
 psql_q -d app >/dev/null <<'SQL'
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs ON DELETE CASCADE,
-                              deleted boolean NOT NULL DEFAULT false);
 INSERT INTO public.orgs SELECT 'org_' || i FROM generate_series(1, 3) i;
 INSERT INTO public.projects SELECT 'prj_' || i || '_' || j, 'org_' || i FROM generate_series(1, 3) i, generate_series(1, 2) j;
 CREATE EXTENSION apollo_jobs;
@@ -85,10 +82,8 @@ known_prj=${prj_ids[2]}   # wf-prj-1
 # The unlogged copy: same extension, its jobs table made UNLOGGED. An unlogged
 # table may reference logged ones, so the FKs should not stand in the way; if
 # they do, the table is created without bindings.
+load_host unlogged
 psql_q -d unlogged >/dev/null <<'SQL'
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              deleted boolean NOT NULL DEFAULT false);
 INSERT INTO public.orgs VALUES ('org_1');
 INSERT INTO public.projects VALUES ('prj_1_1', 'org_1');
 CREATE EXTENSION apollo_jobs;

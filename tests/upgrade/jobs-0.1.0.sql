@@ -1,11 +1,9 @@
 -- Fixture: apollo_jobs.jobs as create_jobs_table(orgs => 'public.orgs',
 -- projects => 'public.projects') made it in 0.1.0 (seven CHECKs), with the
--- host tables it points at. Loaded into a database where the extension is at
--- 0.1.0, before ALTER EXTENSION ... UPDATE.
+-- host tables it points at (tests/fixture/host.sql). Loaded into a database
+-- where the extension is at 0.1.0, before ALTER EXTENSION ... UPDATE.
 \set ON_ERROR_STOP 1
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              deleted boolean NOT NULL DEFAULT false);
+\ir ../fixture/host.sql
 INSERT INTO public.orgs VALUES ('o1'), ('o2');
 INSERT INTO public.projects VALUES ('p1', 'o1');
 

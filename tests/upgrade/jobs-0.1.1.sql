@@ -1,14 +1,13 @@
 -- Fixture: apollo_jobs.jobs as create_jobs_table(orgs => 'public.orgs',
 -- projects => 'public.projects', deleted_column => 'deleted') made it in
 -- 0.1.1 (one CHECK, job_id of the domain, the visible_jobs view), with the
--- host tables it points at. The projects' soft-delete column has another
--- name than the orgs', so the update must read each from the view. Loaded
--- into a database where the extension is at 0.1.1, before ALTER EXTENSION
--- ... UPDATE.
+-- host tables it points at (tests/fixture/host.sql). The projects'
+-- soft-delete column gets another name than the orgs', so the update must
+-- read each from the view. Loaded into a database where the extension is at
+-- 0.1.1, before ALTER EXTENSION ... UPDATE.
 \set ON_ERROR_STOP 1
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              archived boolean NOT NULL DEFAULT false);
+\ir ../fixture/host.sql
+ALTER TABLE public.projects RENAME COLUMN deleted TO archived;
 INSERT INTO public.orgs VALUES ('o1'), ('o2');
 INSERT INTO public.projects VALUES ('p1', 'o1');
 

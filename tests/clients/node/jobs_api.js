@@ -19,6 +19,9 @@
 // project belongs to the org (the extension's FKs prove existence only).
 //
 // Run it: PGHOST=... PGDATABASE=... PGUSER=apollo_api PORT=8080 node jobs_api.js
+// With PGREPLICA_HOST (and PGREPLICA_PORT) set, the reads (both GETs) go to
+// that hot standby and only the registrations (POST) to the primary: see
+// createPools.
 
 const http = require('node:http');
 const { DatabaseError, Pool } = require('pg');
@@ -204,6 +207,55 @@ function createPool(config = {}, { onError = (err) => console.error(`pool: idle 
   return pool;
 }
 
+/**
+ * The service's pools: registrations (POST) go to `primary`, reads (both
+ * GETs) to `replica`, a hot standby, when one is configured; each is a
+ * node-postgres config. It has query() (the primary's), so it serves
+ * wherever a single pool does.
+ *
+ * A replica lags: the listing may not show a job registered a moment ago, or
+ * may still show one whose project was soft-deleted, until the replica has
+ * replayed it. The getter asks the primary again when the replica has no
+ * such job (createServer), so a client polling the job it just registered
+ * finds it (a 404 costs a second query).
+ *
+ * A write that meets a read-only server (25006: the "primary" is a standby
+ * after a failover, or a misrouted connection) is answered 503 with
+ * Retry-After like any routing error, and replacePrimary() ends the primary
+ * pool and opens a new one: its connections are made anew, to whatever
+ * server the primary's address names by then (a DNS name or virtual IP that
+ * the failover moves; node-postgres takes one host, no
+ * target_session_attrs), instead of the pooled ones that still reach the
+ * standby.
+ */
+class Pools {
+  constructor({ primary = {}, replica = null } = {}, hooks = {}) {
+    this.primaryConfig = primary;
+    this.hooks = hooks;
+    this.primary = createPool(primary, hooks);
+    this.replica = replica === null ? null : createPool(replica, hooks);
+    this.primaryPools = 1; // primary pools opened so far
+  }
+
+  query(text, args) {
+    return this.primary.query(text, args);
+  }
+
+  replacePrimary() {
+    const old = this.primary;
+    this.primary = createPool(this.primaryConfig, this.hooks);
+    this.primaryPools += 1;
+    // ends once the requests that still hold its connections are done
+    old.end().catch(() => {});
+  }
+
+  async end() {
+    await Promise.all([this.primary.end(), this.replica?.end()]);
+  }
+}
+
+const createPools = (config, hooks) => new Pools(config, hooks);
+
 const TEXT_FIELDS = ['thermos_job_id', 'job_class', 'org_id', 'project_id', 'job_type'];
 
 async function readJson(req) {
@@ -219,9 +271,14 @@ async function readJson(req) {
 
 const badRequest = (message) => ({ status: 400, body: { error: 'invalid_argument', message }, headers: {} });
 
-/** The HTTP server. options: { maxAttempts, onRetry, log(response, req) }. */
+/**
+ * The HTTP server over `db`: a pg.Pool (everything on it) or createPools'
+ * Pools (reads on its replica, if any). options: { maxAttempts, onRetry,
+ * log(response, req) }.
+ */
 function createServer(db, options = {}) {
   const log = options.log ?? (() => {});
+  const reader = db.replica ?? db;
   return http.createServer(async (req, res) => {
     let response;
     try {
@@ -239,13 +296,14 @@ function createServer(db, options = {}) {
           : TEXT_FIELDS.filter((f) => input[f] !== undefined && input[f] !== null && typeof input[f] !== 'string')
             .map((f) => `${f} must be a string or null`)[0];
         response = bad ? badRequest(bad) : await createJob(db, input, options);
+        if (response.sqlstate === '25006' && typeof db.replacePrimary === 'function') db.replacePrimary();
       } else if (req.method === 'GET' && url.pathname === '/v1/jobs') {
         const names = [...url.searchParams.keys()];
         const unknown = names.find((n) => !LIST_PARAMS.includes(n));
         const repeated = names.find((n, i) => names.indexOf(n) !== i);
         response = unknown !== undefined ? badRequest(`unknown query parameter: ${unknown}`)
           : repeated !== undefined ? badRequest(`query parameter given twice: ${repeated}`)
-            : await listJobs(db, Object.fromEntries(url.searchParams), options);
+            : await listJobs(reader, Object.fromEntries(url.searchParams), options);
       } else if (req.method === 'GET' && jobPath) {
         let jobId = null;
         try {
@@ -253,9 +311,14 @@ function createServer(db, options = {}) {
         } catch {
           // not even percent-encoding: no job has this id
         }
-        response = jobId === null
-          ? { status: 404, body: { error: 'not_found' }, headers: {} }
-          : await getJob(db, jobId, url.searchParams.get('org_id'), url.searchParams.get('project_id'), options);
+        const poll = (pool) => getJob(pool, jobId, url.searchParams.get('org_id'), url.searchParams.get('project_id'), options);
+        if (jobId === null) {
+          response = { status: 404, body: { error: 'not_found' }, headers: {} };
+        } else {
+          response = await poll(reader);
+          // the replica may not have replayed a job registered a moment ago
+          if (response.status === 404 && reader !== db) response = await poll(db);
+        }
       } else {
         response = { status: 404, body: { error: 'no_route' }, headers: {} };
       }
@@ -279,12 +342,17 @@ module.exports = {
   getJob,
   listJobs,
   createPool,
+  createPools,
+  Pools,
   createServer,
 };
 
 if (require.main === module) {
   // node-postgres reads PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD.
-  const pool = createPool({ max: Number(process.env.POOL_SIZE ?? 10) });
+  const max = Number(process.env.POOL_SIZE ?? 10);
+  const replica = process.env.PGREPLICA_HOST
+    ? { max, host: process.env.PGREPLICA_HOST, port: Number(process.env.PGREPLICA_PORT ?? 5432) } : null;
+  const pool = createPools({ primary: { max }, replica });
   const port = Number(process.env.PORT ?? 8080);
   createServer(pool, {
     log: (r, req) => console.log(`${req.method} ${req.url} -> ${r.status}${r.sqlstate ? ` (${r.sqlstate})` : ''}`),

@@ -14,6 +14,18 @@ const {
 const { UPSERT_JOB, JOB_BY_ID, LIST_JOBS } = require('./sql');
 const { freshDatabase, withClient, waitFor } = require('./db');
 
+// tests/poolers/run.sh runs this suite with the service's connections behind
+// pgbouncer in transaction pooling: SERVICE_PGHOST/SERVICE_PGPORT point the
+// service roles' connections (apollo_api, apollo_api_rr, apollo_nobody) at
+// it, while the postgres role's (fixtures, locks, pg_stat_activity) go
+// straight to the server in PGHOST/PGPORT. SERVICE_POOL_MODE=transaction
+// skips the tests that need a server session of their own (each says why).
+const SERVICE = process.env.SERVICE_PGPORT
+  ? { host: process.env.SERVICE_PGHOST ?? '127.0.0.1', port: Number(process.env.SERVICE_PGPORT) }
+  : {};
+const sessionBound = (why) =>
+  (process.env.SERVICE_POOL_MODE === 'transaction' ? { skip: `needs its own server session: ${why}` } : {});
+
 const DB = 'node_api';
 const DB_NO_TABLE = 'node_api_no_table';
 const DB_BROKEN = 'node_api_broken_binding';
@@ -36,7 +48,7 @@ async function startApi(user, database, options = {}, max = 10, config = {}) {
   const name = config.application_name ?? `node_api_${++apiCount}`;
   poolErrors[name] = [];
   answered[name] = [];
-  const db = createPool({ user, database, max, application_name: name, ...config }, {
+  const db = createPool({ user, database, max, application_name: name, ...SERVICE, ...config }, {
     onError: (err) => poolErrors[name].push(err),
   });
   pools.push(db);
@@ -348,7 +360,7 @@ describe('listing: GET /v1/jobs', () => {
       registered.org.push(r.body.job_id);
     }
     // in one transaction: one created_at for all, so job_id DESC orders them
-    await withClient({ user: 'apollo_api', database: DB }, async (c) => {
+    await withClient({ ...SERVICE, user: 'apollo_api', database: DB }, async (c) => {
       await c.query('BEGIN');
       for (let i = 4; i < 10; i++) {
         const { rows } = await c.query(UPSERT_JOB, [`wf-list-org-${i}`, 'org', ORG, null, i % 2 ? 'key_rotation' : 'batch_revoke']);
@@ -362,7 +374,7 @@ describe('listing: GET /v1/jobs', () => {
       }
       await c.query('COMMIT');
     });
-    await withClient({ user: 'apollo_api', database: DB }, (c) =>
+    await withClient({ ...SERVICE, user: 'apollo_api', database: DB }, (c) =>
       c.query(UPSERT_JOB, ['wf-list-other', 'project', 'org_list_other', 'prj_other', 'batch_revoke']));
   });
 
@@ -525,7 +537,8 @@ describe('server states, provoked for real', () => {
 
   const lastSqlstate = (name) => answered[name][answered[name].length - 1].sqlstate;
 
-  it('25006 read-only transactions: a new registration is a 503; echo, poll and list still work', async () => {
+  it('25006 read-only transactions: a new registration is a 503; echo, poll and list still work',
+    sessionBound('a startup option (-c default_transaction_read_only), which pgbouncer 1.18 refuses'), async () => {
     const known = await post(api, orgJob('wf-ro-known'));
     assert.equal(known.status, 202);
     const ro = await startApi('apollo_api', DB, {}, 2,
@@ -545,7 +558,8 @@ describe('server states, provoked for real', () => {
     assert.equal(rows.rows[0].n, 0);
   });
 
-  it('55P03 lock_timeout behind an ACCESS EXCLUSIVE lock: 503 with Retry-After for create, poll and list; then 202', async () => {
+  it('55P03 lock_timeout behind an ACCESS EXCLUSIVE lock: 503 with Retry-After for create, poll and list; then 202',
+    sessionBound('a startup option (-c lock_timeout)'), async () => {
     const base = await startApi('apollo_api', DB, {}, 2, { application_name: 'node_api_lock', options: '-c lock_timeout=200' });
     const known = await post(api, orgJob('wf-lock-known'));
     await whileTableLocked(async () => {
@@ -559,7 +573,8 @@ describe('server states, provoked for real', () => {
     assert.equal((await post(base, orgJob('wf-lock-1'))).status, 202);
   });
 
-  it('57014 statement_timeout behind the same lock: 503 with Retry-After; then 202', async () => {
+  it('57014 statement_timeout behind the same lock: 503 with Retry-After; then 202',
+    sessionBound('a startup option (-c statement_timeout)'), async () => {
     const base = await startApi('apollo_api', DB, {}, 2, { application_name: 'node_api_slow', options: '-c statement_timeout=200' });
     await whileTableLocked(async () => {
       for (const r of [await post(base, orgJob('wf-slow-1')), await list(base, { org_id: 'org_acme' })]) {
@@ -574,7 +589,8 @@ describe('server states, provoked for real', () => {
   const terminate = (name) => asPostgres((c) => c.query(
     'SELECT pg_catalog.pg_terminate_backend(pid, 10000) AS gone FROM pg_catalog.pg_stat_activity WHERE application_name = $1', [name]));
 
-  it('57P01 on an idle pooled connection: the pool\'s error listener logs it, the process lives on, the next request is served', async () => {
+  it('57P01 on an idle pooled connection: the pool\'s error listener logs it, the process lives on, the next request is served',
+    sessionBound('pg_terminate_backend of the pool\'s own server session; behind pgbouncer the server session is pgbouncer\'s'), async () => {
     const base = await startApi('apollo_api', DB, {}, 2, { application_name: 'node_api_kill_idle' });
     const known = await post(base, orgJob('wf-kill-idle'));
     assert.equal(known.status, 202); // leaves one idle connection in the pool
@@ -587,7 +603,8 @@ describe('server states, provoked for real', () => {
     assert.equal((await post(base, orgJob('wf-kill-idle-2'))).status, 202);
   });
 
-  it('57P01 during a request: 503 with Retry-After; the pool reconnects and the next request is served', async () => {
+  it('57P01 during a request: 503 with Retry-After; the pool reconnects and the next request is served',
+    sessionBound('pg_terminate_backend of the pool\'s own server session'), async () => {
     const name = 'node_api_kill_busy';
     const base = await startApi('apollo_api', DB, {}, 2, { application_name: name });
     let answer;
@@ -620,8 +637,8 @@ describe('40P01 deadlocks: retried like 40001, then 503', () => {
 
   before(async () => {
     // Two transactions registering two thermos ids in opposite orders.
-    const a = new Client({ user: 'apollo_api', database: DB });
-    const b = new Client({ user: 'apollo_api', database: DB });
+    const a = new Client({ ...SERVICE, user: 'apollo_api', database: DB });
+    const b = new Client({ ...SERVICE, user: 'apollo_api', database: DB });
     await a.connect();
     await b.connect();
     try {
@@ -671,7 +688,7 @@ describe('40P01 deadlocks: retried like 40001, then 503', () => {
 
   it('other errors are not retried', async () => {
     let attempts = 0;
-    const err = await withClient({ user: 'apollo_api', database: DB }, (c) =>
+    const err = await withClient({ ...SERVICE, user: 'apollo_api', database: DB }, (c) =>
       c.query(UPSERT_JOB, [null, 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (e) => e));
     const failing = { query: () => { attempts++; return Promise.reject(err); } };
     await assert.rejects(queryWithRetry(failing, UPSERT_JOB, [], { maxAttempts: 5 }), (e) => e.code === '22004');
@@ -701,7 +718,7 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
 
   for (const [sqlstate, [user, database, text, params]] of Object.entries(raise)) {
     it(`${sqlstate} -> ${expected[sqlstate]}`, async () => {
-      const err = await withClient({ user, database }, (c) => c.query(text, params).then(() => null, (e) => e));
+      const err = await withClient({ ...(user === 'postgres' ? {} : SERVICE), user, database }, (c) => c.query(text, params).then(() => null, (e) => e));
       assert.ok(err, 'the statement should fail');
       assert.equal(err.code, sqlstate, err.message);
       assert.equal(errorResponse(err).status, expected[sqlstate]);
@@ -709,10 +726,10 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
   }
 
   it('40001 -> 503 (the snapshot predates a committed registration of the same workflow)', async () => {
-    const err = await withClient({ user: 'apollo_api', database: DB }, async (late) => {
+    const err = await withClient({ ...SERVICE, user: 'apollo_api', database: DB }, async (late) => {
       await late.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
       await late.query('SELECT 1'); // takes the snapshot
-      await withClient({ user: 'apollo_api', database: DB }, (early) =>
+      await withClient({ ...SERVICE, user: 'apollo_api', database: DB }, (early) =>
         early.query(UPSERT_JOB, ['wf-m4', 'org', 'org_acme', null, 'batch_revoke']));
       const e = await late.query(UPSERT_JOB, ['wf-m4', 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (x) => x);
       await late.query('ROLLBACK');
@@ -724,7 +741,7 @@ describe('every documented SQLSTATE, raised for real, maps to its status', () =>
   });
 
   it('25006 -> 503 (a new registration in a READ ONLY transaction)', async () => {
-    const err = await withClient({ user: 'apollo_api', database: DB }, async (c) => {
+    const err = await withClient({ ...SERVICE, user: 'apollo_api', database: DB }, async (c) => {
       await c.query('BEGIN READ ONLY');
       const e = await c.query(UPSERT_JOB, ['wf-m5', 'org', 'org_acme', null, 'batch_revoke']).then(() => null, (x) => x);
       await c.query('ROLLBACK');

@@ -24,6 +24,9 @@ after it broke (57P01 and the like), and serves the endpoints as a WSGI app:
 
     PGHOST=... PGDATABASE=... PGUSER=apollo_api PORT=8080 python jobs_api.py
 
+With PGREPLICA_HOST (and PGREPLICA_PORT) set, the reads (both GETs) go to that
+hot standby and only the registrations (POST) to the primary; see JobsService.
+
 The SQL text comes from ../sql/jobs.sql, shared with the node-postgres
 example; its $1..$n placeholders go to the server as they are through
 psycopg's RawCursor. Connections are in autocommit mode, so each attempt is
@@ -46,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, unquote
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 SQL_FILE = Path(__file__).resolve().parent.parent / "sql" / "jobs.sql"
@@ -133,7 +137,17 @@ class Response:
 
 
 def connect(conninfo: str = "", **kwargs: Any) -> psycopg.Connection:
-    """A connection as the service uses it (libpq reads PGHOST, PGPORT, PGUSER, ...)."""
+    """A connection as the service uses it (libpq reads PGHOST, PGPORT, PGUSER, ...).
+
+    prepare_threshold=None: psycopg never prepares a named server-side
+    statement. By default it prepares a query after its 5th execution on a
+    connection and then runs it by name; behind a pooler in transaction mode
+    (pgbouncer's pool_mode = transaction) each transaction may get another
+    server session, where that name does not exist (26000) or is another
+    client's (42P05). Unnamed statements cost nothing here: the statements
+    are one function call each, and the extension keeps its own plans.
+    """
+    kwargs.setdefault("prepare_threshold", None)
     return psycopg.connect(
         conninfo, autocommit=True, cursor_factory=psycopg.RawCursor, row_factory=dict_row, **kwargs
     )
@@ -287,7 +301,7 @@ def _bad_request(message: str) -> Response:
 
 
 class JobsService:
-    """The endpoints over one connection, for a whole process.
+    """The endpoints over one connection, for a whole process (two with a replica).
 
     The connection is opened on first use. When the server ends it
     (pg_terminate_backend, a restart, a failover: 57P01/57P02, a class 08
@@ -296,66 +310,107 @@ class JobsService:
     opens a new connection instead of failing on the dead one forever. A
     database that cannot be reached is a 503 as well, and is tried again on
     each request. Requests are served one at a time (one connection).
+
+    replica: a conninfo for a hot standby (e.g. "host=replica1,replica2
+    target_session_attrs=prefer-standby", which libpq lets fall back to the
+    primary). The listing and the getter then read there; registrations
+    always go to the primary (conninfo; with several hosts, add
+    target_session_attrs=read-write so libpq skips the standbys). A replica
+    lags: the listing may not show a job registered a moment ago, or may still
+    show one whose project was soft-deleted, until the replica has replayed
+    it. The getter asks the primary again when the replica has no such job,
+    so a client polling the job it just registered finds it (a 404 costs a
+    second query). A write that meets a read-only server (25006: the
+    "primary" is a standby after a failover, or a misrouted connection) is a
+    503 with Retry-After like any routing error, and the connection is
+    dropped: the next request connects anew and, with the read-write
+    conninfo above, finds the server that now accepts writes.
     """
 
     def __init__(
         self,
         conninfo: str = "",
         *,
+        replica: str | None = None,
         max_attempts: int = 3,
         on_retry: RetryHook | None = None,
         log: Callable[[str], None] | None = None,
         **connect_kwargs: Any,
     ) -> None:
         self._conninfo = conninfo
+        self._replica_conninfo = replica
         self._connect_kwargs = connect_kwargs
         self._retry = {"max_attempts": max_attempts, "on_retry": on_retry}
         self._log = log or (lambda line: print(line, file=sys.stderr))
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
-        self.connects = 0  # connections opened so far
+        self._replica_conn: psycopg.Connection | None = None
+        self.connects = 0  # connections to the primary opened so far
+        self.replica_connects = 0  # and to the replica
 
     @property
     def connection(self) -> psycopg.Connection | None:
         """The current connection (None before the first request or after a failed connect)."""
         return self._conn
 
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is not None and self._conn.closed:
-            self._log("jobs_api: the database connection was lost; opening a new one")
-            self._conn = None
-        if self._conn is None:
-            self._conn = connect(self._conninfo, **self._connect_kwargs)
-            self.connects += 1
-        return self._conn
+    @property
+    def replica_connection(self) -> psycopg.Connection | None:
+        """The replica's connection (None without a replica, or before the first read)."""
+        return self._replica_conn
+
+    def _connection(self, replica: bool) -> psycopg.Connection:
+        conn = self._replica_conn if replica else self._conn
+        if conn is not None and conn.closed:
+            self._log(f"jobs_api: the {'replica' if replica else 'database'} connection was lost; opening a new one")
+            conn = None
+        if conn is None:
+            conn = connect(self._replica_conninfo if replica else self._conninfo, **self._connect_kwargs)
+            if replica:
+                self.replica_connects += 1
+            else:
+                self.connects += 1
+        if replica:
+            self._replica_conn = conn
+        else:
+            self._conn = conn
+        return conn
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._replica_conn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._replica_conn = None
 
     def handle(self, method: str, path: str, query: str = "", body: bytes = b"") -> Response:
         """One request: method, path (percent-encoded), query string, body."""
         with self._lock:
-            try:
-                conn = self._connection()
-            except psycopg.Error as err:
-                return error_response(err)
-            response = self._route(conn, method, path, query, body)
-            # A connection that reported its own end is useless even if libpq
-            # has not noticed yet: drop it so the next request reconnects.
-            if response.sqlstate in ("57P01", "57P02", "57P03") or (response.sqlstate or "").startswith("08"):
-                conn.close()
-            return response
+            return self._route(method, path, query, body)
 
-    def _route(self, conn: psycopg.Connection, method: str, path: str, query: str, body: bytes) -> Response:
+    def _call(self, read: bool, endpoint: Callable[[psycopg.Connection], Response]) -> Response:
+        """endpoint(connection): on the replica's connection for a read when
+        there is a replica, else on the primary's."""
+        replica = read and self._replica_conninfo is not None
+        try:
+            conn = self._connection(replica)
+        except psycopg.Error as err:
+            return error_response(err)
+        response = endpoint(conn)
+        sqlstate = response.sqlstate or ""
+        # A connection that reported its own end is useless even if libpq has
+        # not noticed yet, and a "primary" that refused a write (25006) is a
+        # standby: drop it so the next request connects anew.
+        if sqlstate in ("57P01", "57P02", "57P03") or sqlstate.startswith("08") or (sqlstate == "25006" and not replica):
+            conn.close()
+        return response
+
+    def _route(self, method: str, path: str, query: str, body: bytes) -> Response:
         if method == "POST" and path == "/v1/jobs":
             try:
                 payload = json.loads(body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 payload = None
-            return create_job(conn, payload, **self._retry)  # type: ignore[arg-type]
+            return self._call(False, lambda conn: create_job(conn, payload, **self._retry))  # type: ignore[arg-type]
         if method == "GET" and path == "/v1/jobs":
             pairs = parse_qsl(query, keep_blank_values=True)
             names = [k for k, _ in pairs]
@@ -365,7 +420,7 @@ class JobsService:
             repeated = [n for i, n in enumerate(names) if n in names[:i]]
             if repeated:
                 return _bad_request(f"query parameter given twice: {repeated[0]}")
-            return list_jobs(conn, dict(pairs), **self._retry)
+            return self._call(True, lambda conn: list_jobs(conn, dict(pairs), **self._retry))
         m = re.fullmatch(r"/v1/jobs/([^/]+)", path)
         if method == "GET" and m:
             try:
@@ -373,7 +428,15 @@ class JobsService:
             except UnicodeDecodeError:
                 return Response(404, {"error": "not_found"})  # no job has this id
             q = dict(parse_qsl(query, keep_blank_values=True))
-            return get_job(conn, job_id, q.get("org_id"), q.get("project_id"), **self._retry)
+
+            def poll(conn: psycopg.Connection) -> Response:
+                return get_job(conn, job_id, q.get("org_id"), q.get("project_id"), **self._retry)
+
+            r = self._call(True, poll)
+            if r.status == 404 and self._replica_conninfo is not None:
+                # the replica may not have replayed a job registered a moment ago
+                r = self._call(False, poll)
+            return r
         return Response(404, {"error": "no_route"})
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -398,7 +461,10 @@ class JobsService:
 if __name__ == "__main__":
     from wsgiref.simple_server import make_server
 
-    service = JobsService()
+    replica = None
+    if os.environ.get("PGREPLICA_HOST"):
+        replica = make_conninfo(host=os.environ["PGREPLICA_HOST"], port=os.environ.get("PGREPLICA_PORT"))
+    service = JobsService(replica=replica)
     port = int(os.environ.get("PORT", "8080"))
     with make_server("127.0.0.1", port, service) as server:
         print(f"listening on 127.0.0.1:{port}", file=sys.stderr)

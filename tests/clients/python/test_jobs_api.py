@@ -10,6 +10,7 @@ Run: python -m unittest -v test_jobs_api  (from this directory)
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,6 +32,21 @@ from jobs_api import (
 )
 
 HERE = Path(__file__).resolve().parent
+# tests/poolers/run.sh runs this suite with the service's connections behind
+# pgbouncer in transaction pooling: SERVICE_PGHOST/SERVICE_PGPORT point the
+# service roles' connections (apollo_api, apollo_api_rr, apollo_nobody) at it,
+# while the postgres role's (fixtures, locks, pg_stat_activity) go straight to
+# the server in PGHOST/PGPORT. SERVICE_POOL_MODE=transaction skips the tests
+# that need a server session of their own (each says why).
+SERVICE = ({"host": os.environ.get("SERVICE_PGHOST", "127.0.0.1"), "port": os.environ["SERVICE_PGPORT"]}
+           if os.environ.get("SERVICE_PGPORT") else {})
+POOLED = os.environ.get("SERVICE_POOL_MODE") == "transaction"
+
+
+def session_bound(why):
+    return unittest.skipIf(POOLED, f"needs its own server session: {why}")
+
+
 FIXTURE = HERE.parent / "fixture"
 DB = "py_api"
 DB_NO_TABLE = "py_api_no_table"
@@ -108,7 +124,7 @@ def terminate(application_name):
 
 class CreateAndPoll(unittest.TestCase):
     def setUp(self):
-        self.conn = connect(dbname=DB, user="apollo_api")
+        self.conn = connect(**SERVICE, dbname=DB, user="apollo_api")
 
     def tearDown(self):
         self.conn.close()
@@ -158,7 +174,7 @@ class CreateAndPoll(unittest.TestCase):
 
 class Errors(unittest.TestCase):
     def setUp(self):
-        self.conn = connect(dbname=DB, user="apollo_api")
+        self.conn = connect(**SERVICE, dbname=DB, user="apollo_api")
 
     def tearDown(self):
         self.conn.close()
@@ -197,13 +213,13 @@ class Errors(unittest.TestCase):
         self.assertEqual((theirs.status, theirs.sqlstate, theirs.body, theirs.headers), (409, "23505", {"error": "conflict"}, {}))
 
     def test_jobs_table_missing_is_503(self):
-        with connect(dbname=DB_NO_TABLE, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB_NO_TABLE, user="apollo_api") as conn:
             r = create_job(conn, org_job("py-e9"))
             self.assertEqual((r.status, r.sqlstate, r.headers), (503, "55000", {"Retry-After": "1"}))
             self.assertEqual(get_job(conn, "oj_000000000000000000000", "org_acme").status, 503)
 
     def test_role_without_grants_is_500_with_no_details(self):
-        with connect(dbname=DB, user="apollo_nobody") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_nobody") as conn:
             r = create_job(conn, org_job("py-e10"))
             self.assertEqual((r.status, r.sqlstate, r.body), (500, "42501", {"error": "internal"}))
 
@@ -216,7 +232,7 @@ class EverySqlstate(unittest.TestCase):
     """Each documented SQLSTATE raised for real, then mapped."""
 
     def raised(self, user, dbname, sql, params):
-        with connect(dbname=dbname, user=user) as conn:
+        with connect(**({} if user == "postgres" else SERVICE), dbname=dbname, user=user) as conn:
             with self.assertRaises(psycopg.Error) as caught:
                 conn.execute(sql, params)
         return caught.exception
@@ -233,7 +249,7 @@ class EverySqlstate(unittest.TestCase):
             "22003": ("apollo_api", DB, LIST_JOBS, ["org_acme", None, "false", None, None, "99999999999"], 400),
             "0A000": ("postgres", DB, "UPDATE apollo_jobs.jobs SET job_type = job_type WHERE false", [], 500),
         }
-        with connect(dbname=DB, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as conn:
             conn.execute(UPSERT_JOB, ["py-m4", "org", "org_acme", None, "batch_revoke"])
         cases["23505"] = ("apollo_api", DB, UPSERT_JOB, ["py-m4", "org", "org_umbrella", None, "batch_revoke"], 409)
         for sqlstate, (user, dbname, sql, params, status) in cases.items():
@@ -244,7 +260,7 @@ class EverySqlstate(unittest.TestCase):
 
     def test_40001_when_the_snapshot_predates_a_committed_registration(self):
         args = ["py-m5", "org", "org_acme", None, "batch_revoke"]
-        with connect(dbname=DB, user="apollo_api") as late, connect(dbname=DB, user="apollo_api") as early:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as late, connect(**SERVICE, dbname=DB, user="apollo_api") as early:
             late.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             late.execute("SELECT 1")  # takes the snapshot
             early.execute(UPSERT_JOB, args)
@@ -255,7 +271,7 @@ class EverySqlstate(unittest.TestCase):
         self.assertEqual(error_response(caught.exception).status, 503)
 
     def test_25006_new_registration_in_a_read_only_transaction(self):
-        with connect(dbname=DB, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as conn:
             conn.execute("BEGIN READ ONLY")
             with self.assertRaises(psycopg.Error) as caught:
                 conn.execute(UPSERT_JOB, ["py-m6", "org", "org_acme", None, "batch_revoke"])
@@ -309,7 +325,7 @@ class Concurrency(unittest.TestCase):
         retried = []
 
         def worker(i):
-            with connect(dbname=DB, user=user) as conn:
+            with connect(**SERVICE, dbname=DB, user=user) as conn:
                 barrier.wait()
                 results[i] = create_job(conn, project_job(thermos), on_retry=lambda a, e: retried.append(e.sqlstate), **kwargs)
 
@@ -345,7 +361,7 @@ class Concurrency(unittest.TestCase):
         retried = []
         # the watcher is a session of its own: pg_stat_activity is read once per transaction
         with connect(dbname=DB, user="postgres") as holder, connect(dbname=DB, user="postgres") as watcher, \
-                connect(dbname=DB, user=user) as conn:
+                connect(**SERVICE, dbname=DB, user=user) as conn:
             holder.execute("BEGIN")
             held = holder.execute(UPSERT_JOB, [thermos, "org", "org_acme", None, "batch_revoke"]).fetchone()["job_id"]
             result = {}
@@ -380,7 +396,7 @@ class ScopeOwnership(unittest.TestCase):
     # project exists, not whose it is; the API's authorization checks that
     # the caller's project belongs to the caller's org before it calls.
     def test_a_foreign_project_is_not_the_extensions_to_refuse(self):
-        with connect(dbname=DB, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as conn:
             r = create_job(conn, project_job("py-cross-tenant", project_id="prj_umbrella_lab"))
             self.assertEqual(r.status, 202)
             self.assertEqual(get_job(conn, r.body["job_id"], "org_umbrella", "prj_umbrella_lab").status, 404)
@@ -410,7 +426,7 @@ class Listing(unittest.TestCase):
             c.execute("INSERT INTO public.orgs (nano_id) VALUES ('org_list'), ('org_list_other')")
             c.execute("INSERT INTO public.projects (nano_id, org_id) VALUES ('prj_list_a', 'org_list'),"
                       " ('prj_list_b', 'org_list'), ('prj_list_c', 'org_list'), ('prj_other', 'org_list_other')")
-        with connect(dbname=DB, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as conn:
             # one by one: distinct created_at
             for i in range(4):
                 r = create_job(conn, org_job(f"py-list-org-{i}", org_id=ORG, job_type="key_rotation" if i % 2 else "batch_revoke"))
@@ -430,8 +446,8 @@ class Listing(unittest.TestCase):
             conn.execute(UPSERT_JOB, ["py-list-other", "project", "org_list_other", "prj_other", "batch_revoke"])
 
     def setUp(self):
-        self.conn = connect(dbname=DB, user="apollo_api")
-        self.service = JobsService(dbname=DB, user="apollo_api")
+        self.conn = connect(**SERVICE, dbname=DB, user="apollo_api")
+        self.service = JobsService(**SERVICE, dbname=DB, user="apollo_api")
 
     def tearDown(self):
         self.conn.close()
@@ -573,13 +589,13 @@ class Listing(unittest.TestCase):
                 c.execute("UPDATE public.orgs SET deleted = false WHERE nano_id = 'org_list_other'")
 
     def test_broken_binding_missing_table_missing_grants(self):
-        with connect(dbname=DB_BROKEN, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB_BROKEN, user="apollo_api") as conn:
             r = list_jobs(conn, {"org_id": "org_acme"})
             self.assertEqual((r.status, r.sqlstate, r.headers), (503, "55000", {"Retry-After": "1"}))
             self.assertEqual(get_job(conn, "oj_000000000000000000000", "org_acme").sqlstate, "55000")
-        with connect(dbname=DB_NO_TABLE, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB_NO_TABLE, user="apollo_api") as conn:
             self.assertEqual(list_jobs(conn, {"org_id": "org_acme"}).status, 503)
-        with connect(dbname=DB, user="apollo_nobody") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_nobody") as conn:
             r = list_jobs(conn, {"org_id": "org_acme"})
             self.assertEqual((r.status, r.sqlstate, r.body), (500, "42501", {"error": "internal"}))
 
@@ -588,7 +604,7 @@ class ServerStates(unittest.TestCase):
     """JobsService against server states provoked for real."""
 
     def service(self, name, **kwargs):
-        s = JobsService(dbname=DB, user="apollo_api", application_name=name, log=self.logged.append, **kwargs)
+        s = JobsService(**SERVICE, dbname=DB, user="apollo_api", application_name=name, log=self.logged.append, **kwargs)
         self.addCleanup(s.close)
         return s
 
@@ -607,6 +623,7 @@ class ServerStates(unittest.TestCase):
     def list(service, **params):
         return service.handle("GET", "/v1/jobs", urlencode(params))
 
+    @session_bound("a startup option (-c default_transaction_read_only), which pgbouncer 1.18 refuses")
     def test_25006_read_only_new_registration_is_503_echo_poll_list_work(self):
         known = self.post(self.service("py_rw"), org_job("py-ro-known"))
         self.assertEqual(known.status, 202)
@@ -622,6 +639,7 @@ class ServerStates(unittest.TestCase):
         with admin(DB) as c:
             self.assertEqual(c.execute("SELECT count(*) FROM apollo_jobs.jobs WHERE thermos_job_id = 'py-ro-new'").fetchone()[0], 0)
 
+    @session_bound("a startup option (-c lock_timeout)")
     def test_55p03_lock_timeout_is_503_for_create_poll_and_list(self):
         s = self.service("py_lock", options="-c lock_timeout=200")
         known = self.post(s, org_job("py-lock-known"))
@@ -632,6 +650,7 @@ class ServerStates(unittest.TestCase):
         self.assertEqual(self.post(s, org_job("py-lock-1")).status, 202)
         self.assertEqual(s.connects, 1)  # the same connection throughout
 
+    @session_bound("a startup option (-c statement_timeout)")
     def test_57014_statement_timeout_is_503(self):
         s = self.service("py_slow", options="-c statement_timeout=200")
         with TableLocked():
@@ -639,6 +658,7 @@ class ServerStates(unittest.TestCase):
                 self.assertEqual((r.status, r.sqlstate, r.headers), (503, "57014", {"Retry-After": "1"}))
         self.assertEqual(self.post(s, org_job("py-slow-1")).status, 202)
 
+    @session_bound("pg_terminate_backend of the service's own server session and its backend_pid")
     def test_57p01_idle_connection_terminated_then_the_service_reconnects(self):
         s = self.service("py_kill_idle")
         known = self.post(s, org_job("py-kill-idle"))
@@ -657,6 +677,7 @@ class ServerStates(unittest.TestCase):
         self.assertNotEqual(s.connection.info.backend_pid, pid)
         self.assertIn("jobs_api: the database connection was lost; opening a new one", self.logged)
 
+    @session_bound("pg_terminate_backend of the service's own server session")
     def test_57p01_during_a_request_is_503_then_the_service_reconnects(self):
         s = self.service("py_kill_busy")
         self.assertEqual(self.list(s, org_id="org_acme").status, 200)
@@ -689,7 +710,7 @@ class Deadlocks(unittest.TestCase):
     def setUpClass(cls):
         # two transactions registering two thermos ids in opposite orders
         errors = []
-        with connect(dbname=DB, user="apollo_api") as a, connect(dbname=DB, user="apollo_api") as b:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as a, connect(**SERVICE, dbname=DB, user="apollo_api") as b:
             a.execute("BEGIN")
             b.execute("BEGIN")
             a.execute(UPSERT_JOB, ["py-dl-1", "org", "org_acme", None, "batch_revoke"])
@@ -730,7 +751,7 @@ class Deadlocks(unittest.TestCase):
             return self.real.execute(sql, args)
 
     def test_a_deadlocked_attempt_is_retried_and_succeeds(self):
-        with connect(dbname=DB, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as conn:
             flaky = self.Flaky(conn, self.deadlock, 1)
             seen = []
             r = create_job(flaky, org_job("py-dl-retried"), on_retry=lambda n, e: seen.append(e.sqlstate))
@@ -745,7 +766,7 @@ class Deadlocks(unittest.TestCase):
         self.assertEqual(seen, [(1, "40P01"), (2, "40P01"), (3, "40P01")])
 
     def test_other_errors_are_not_retried(self):
-        with connect(dbname=DB, user="apollo_api") as conn:
+        with connect(**SERVICE, dbname=DB, user="apollo_api") as conn:
             with self.assertRaises(psycopg.Error) as caught:
                 conn.execute(UPSERT_JOB, [None, "org", "org_acme", None, "batch_revoke"])
         flaky = self.Flaky(None, caught.exception, 100)
@@ -764,7 +785,7 @@ class OverHttp(unittest.TestCase):
                 pass
 
         cls.logged = []
-        cls.service = JobsService(dbname=DB, user="apollo_api", log=cls.logged.append)
+        cls.service = JobsService(**SERVICE, dbname=DB, user="apollo_api", log=cls.logged.append)
         cls.server = make_server("127.0.0.1", 0, cls.service, handler_class=Quiet)
         cls.base = f"http://127.0.0.1:{cls.server.server_port}"
         cls.thread = threading.Thread(target=cls.server.serve_forever, daemon=True)

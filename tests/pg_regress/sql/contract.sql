@@ -10,10 +10,7 @@ SELECT extversion, nspname AS schema, extrelocatable
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE extname = 'apollo_jobs';
 
--- the host's tables
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs ON DELETE CASCADE,
-                              deleted boolean NOT NULL DEFAULT false);
+-- rows in the host's tables (created by the first test, host)
 INSERT INTO public.orgs VALUES ('org_a'), ('org_b');
 INSERT INTO public.projects VALUES ('prj_a1', 'org_a'), ('prj_a2', 'org_a'), ('prj_b1', 'org_b');
 
