@@ -3,16 +3,32 @@
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 export PG_CONFIG
 
-.PHONY: all install installcheck test demo bench lint
+.PHONY: all install installcheck test demo bench lint toolchain
 
-all:
+# Building needs Rust (cargo) and cargo-pgrx 0.18.1; a fresh Debian has
+# neither. Say so, and what to do, instead of "cargo: command not found".
+toolchain:
+	@PATH="$$HOME/.cargo/bin:$$PATH"; \
+	if ! command -v cargo >/dev/null 2>&1; then \
+	  echo "apollo_jobs is built with Rust, and this machine has no cargo." >&2; \
+	  echo "  Install Rust with rustup (https://rustup.rs), then: bash tests/setup.sh" >&2; \
+	  echo "  Or build a .deb elsewhere and install that (README: Installation, From a package)." >&2; \
+	  exit 1; \
+	fi; \
+	if ! cargo pgrx --version 2>/dev/null | grep -q ' 0\.18\.1$$'; then \
+	  echo "apollo_jobs needs cargo-pgrx 0.18.1 (found: $$(cargo pgrx --version 2>/dev/null || echo none))." >&2; \
+	  echo "  Run: bash tests/setup.sh   (installs it and the PostgreSQL 15 headers, pgrx init)" >&2; \
+	  exit 1; \
+	fi
+
+all: toolchain
 	cargo build --release
 
 # The release build into $(PG_CONFIG)'s server. Files are built into a
 # package directory and moved into place (tests/lib.sh install_extension), so
 # a running server keeps the library it has loaded instead of crashing on an
 # overwritten one.
-install:
+install: toolchain
 	bash -c 'source tests/lib.sh && install_extension'
 
 # The pg_regress and isolation suites against the server you already run
@@ -25,7 +41,7 @@ installcheck:
 # A .deb for $(PG_CONFIG)'s major (postgresql-N-apollo-jobs_VERSION_ARCH.deb
 # in this directory), installable with apt-get without a Rust toolchain.
 .PHONY: package
-package:
+package: toolchain
 	bash packaging/build-deb.sh --pg-config $(PG_CONFIG)
 
 test:

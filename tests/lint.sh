@@ -5,7 +5,7 @@
 # following what it sources from its own directory (`# shellcheck
 # source=../lib.sh` beside `source "$(dirname "$0")/../lib.sh"`). Every check
 # runs; prints their findings and one summary line, exits non-zero if any
-# found something.
+# found something. Also: `make`'s toolchain check names what is missing.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
@@ -16,9 +16,16 @@ cargo format-check || failed+=(rustfmt)
 cargo lint || failed+=(clippy)
 mapfile -t scripts < <(git ls-files --cached --others --exclude-standard -- '*.sh' .ci/run | sort -u)
 shellcheck -x -P SCRIPTDIR "${scripts[@]}" || failed+=(shellcheck)
+# `make install` on a machine without Rust says what to do (Makefile's
+# toolchain check), rather than "cargo: command not found".
+if out=$(env -i PATH=/usr/bin:/bin HOME=/nonexistent make -s toolchain 2>&1) \
+    || ! grep -q "no cargo" <<<"$out" || ! grep -q "rustup" <<<"$out"; then
+  echo "lint: make toolchain without cargo: ${out:-(no message)}"; failed+=(toolchain-check)
+fi
+make -s toolchain || failed+=(toolchain-check)
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint: FAILED: ${failed[*]}"
   exit 1
 fi
-echo "lint: ok (rustfmt, clippy, shellcheck on ${#scripts[@]} scripts)"
+echo "lint: ok (rustfmt, clippy, shellcheck on ${#scripts[@]} scripts, make's toolchain check)"

@@ -28,7 +28,7 @@
 # Prints one line per step: "versions: pg_upgrade 16→18 ok (...)" etc.
 source "$(dirname "$0")/lib.sh"
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+version=$(project_version)
 dir="$SCRATCH/pg_upgrade"
 STEPS=("$@")
 [ ${#STEPS[@]} -gt 0 ] || STEPS=(pg_upgrade:16:18 pg_upgrade:16:18:link dump_restore:15:18 pg_upgrade_fails:15:18)
@@ -69,10 +69,18 @@ c_stop() { # BIN NAME: a clean shutdown (pg_upgrade wants one)
   as_pg "$1/pg_ctl" -D "$dir/$2" -m fast -w -t 60 stop >/dev/null
 }
 cleanup() {
-  local r
+  local r pidfile pid
   for r in "${running[@]}"; do
     if [ -f "$dir/${r#*|}/postmaster.pid" ]; then
       as_pg "${r%%|*}/pg_ctl" -D "$dir/${r#*|}" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+  done
+  # A server pg_upgrade started and left behind (interrupted): its postmaster by pid.
+  for pidfile in "$dir"/*/postmaster.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(head -n 1 "$pidfile")
+    if [[ "$pid" =~ ^[0-9]+$ ]] && ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$dir/"; then
+      kill -QUIT "$pid" 2>/dev/null || true
     fi
   done
 }
@@ -80,15 +88,14 @@ trap cleanup EXIT
 
 PSQL=psql
 q() { "$PSQL" -X -v ON_ERROR_STOP=1 -q -At -h "$dir" -p "$1" -U postgres -d "${DB:-jobs}" -c "$2"; }
-# run BIN...: pg_upgrade and friends as postgres, in $dir (they write logs into the cwd).
-in_dir() { (cd "$dir" && as_pg "$@"); }
+# in_dir BIN...: pg_upgrade and friends as postgres, in $dir (they write logs
+# into the cwd), bounded in time.
+in_dir() { (cd "$dir" && timeout 600 sudo -u postgres -- "$@"); }
 
-# The fixture: host tables with cascading FKs, the extension and its table,
-# 500 jobs in 5 orgs and 15 projects, one project soft-deleted.
-fixture_sql=$(cat <<'SQL'
-CREATE TABLE public.orgs (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs ON DELETE CASCADE,
-                              deleted boolean NOT NULL DEFAULT false);
+# The fixture: the shared host tables (tests/fixture/host.sql, with
+# cascading FKs), the extension and its table, 500 jobs in 5 orgs and 15
+# projects, one project soft-deleted.
+fixture_sql=$(cat "$HOST_FIXTURE"; cat <<'SQL'
 INSERT INTO public.orgs SELECT 'org_' || i FROM generate_series(1, 5) i;
 INSERT INTO public.projects SELECT 'prj_' || i || '_' || j, 'org_' || i FROM generate_series(1, 5) i, generate_series(1, 3) j;
 CREATE EXTENSION apollo_jobs;

@@ -10,8 +10,8 @@
 #      tree, with the same expected output as on 15, then dump_restore.sh and
 #      upgrade.sh (earlier extension versions with rows, updated in place);
 #   4. after the majors, tests/pg_upgrade.sh: pg_upgrade 16 -> 18 (--copy and
-#      --link), and 15 (the
-#      system's) -> 18 by pg_dump/pg_restore, each with job rows in place.
+#      --link), and 15 (the system's) -> 18 by pg_dump/pg_restore, each with
+#      job rows in place.
 # The release build's `cargo pgrx package` output stays in
 # $SCRATCH/packages/pgN for the packages stage.
 # Prints one line per major:
@@ -114,15 +114,17 @@ done
 # restore, and Debian's 15 -> 18 pg_upgrade failing as the README says.
 major_ok() { local v; for v in "${VERSIONS[@]}"; do [ "$v" = "$1" ] && [[ " ${failed[*]} " != *" pg$1 "* ]] && return 0; done; return 1; }
 steps=()
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+version=$(project_version)
 if major_ok 18; then
   major_ok 16 && steps+=(pg_upgrade:16:18 pg_upgrade:16:18:link)
   # The 15 side is the system server's installed build (tests/run.sh
-  # installs the release build before its first SQL stage).
-  if [ -e "/usr/share/postgresql/15/extension/apollo_jobs--$version.sql" ]; then
+  # installs the release build before its first SQL stage; `cargo pgrx test`
+  # leaves a test build with a tests schema there).
+  sql15="/usr/share/postgresql/15/extension/apollo_jobs--$version.sql"
+  if [ -e "$sql15" ] && ! grep -qE 'SCHEMA (IF NOT EXISTS )?"?tests"?' "$sql15"; then
     steps+=(dump_restore:15:18)
   else
-    echo "versions: dump/restore 15→18 skipped (apollo_jobs $version is not installed in the system PostgreSQL 15: make install)"
+    echo "versions: dump/restore 15→18 skipped (the release build of apollo_jobs $version is not installed in the system PostgreSQL 15: make install)"
   fi
   steps+=(pg_upgrade_fails:15:18)
 fi

@@ -45,13 +45,15 @@ LEVELS = [
 ORGS = ["org_stress_1", "org_stress_2", "org_stress_3"]
 PROJECTS = {org: [f"{org}_prj_{k}" for k in (1, 2)] for org in ORGS}
 
-SETUP_SQL = """
-CREATE EXTENSION apollo_jobs;
-CREATE TABLE public.orgs     (nano_id text PRIMARY KEY, deleted boolean NOT NULL DEFAULT false);
-CREATE TABLE public.projects (nano_id text PRIMARY KEY, org_id text NOT NULL REFERENCES public.orgs,
-                              deleted boolean NOT NULL DEFAULT false);
-SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
-"""
+# The host's tables every suite shares.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture", "host.sql")) as _f:
+    HOST_SQL = _f.read()
+
+SETUP_SQL = (
+    "CREATE EXTENSION apollo_jobs;\n"
+    + HOST_SQL
+    + "\nSELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');"
+)
 
 UPSERT = "SELECT job_id, created FROM apollo_jobs.upsert_job_by_thermos_id(%s, %s, %s, %s, %s)"
 

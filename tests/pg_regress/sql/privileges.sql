@@ -80,3 +80,41 @@ SELECT count(*) AS rows_for_pv FROM apollo_jobs.jobs WHERE thermos_job_id LIKE '
 
 DROP OWNED BY apollo_app, stranger, usage_only;
 DROP ROLE apollo_app, stranger, usage_only;
+
+-- A non-superuser migration role creating the table: without the grants the
+-- README lists, 42501 at each step and nothing is created; with them it
+-- creates the table (and owns it) and binds the scopes. In a transaction
+-- that is rolled back, so the table above is untouched.
+CREATE ROLE migrator NOLOGIN;
+BEGIN;
+DROP TABLE apollo_jobs.jobs;
+SET LOCAL ROLE migrator;
+SAVEPOINT no_usage;
+SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO no_usage;
+RESET ROLE;
+GRANT USAGE, CREATE ON SCHEMA apollo_jobs TO migrator;
+SET LOCAL ROLE migrator;
+SAVEPOINT no_references;
+SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO no_references;
+RESET ROLE;
+GRANT REFERENCES (nano_id) ON public.orgs, public.projects TO migrator;
+SET LOCAL ROLE migrator;
+SAVEPOINT no_scopes;
+SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO no_scopes;
+RESET ROLE;
+SELECT to_regclass('apollo_jobs.jobs') IS NULL AS nothing_created;
+GRANT INSERT, UPDATE, DELETE ON apollo_jobs.scopes TO migrator;
+SET LOCAL ROLE migrator;
+SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
+RESET ROLE;
+SELECT tableowner FROM pg_catalog.pg_tables WHERE schemaname = 'apollo_jobs' AND tablename = 'jobs';
+SELECT scope, relation FROM apollo_jobs.scopes ORDER BY scope;
+ROLLBACK;
+DROP ROLE migrator;
+SELECT to_regclass('apollo_jobs.jobs') IS NOT NULL AS table_kept;
