@@ -72,7 +72,6 @@ CREATE FUNCTION apollo_jobs.list_jobs(
     created_at pg_catalog.timestamptz
 )
     STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 50
-    SET enable_sort = off SET enable_seqscan = off
     LANGUAGE c AS 'MODULE_PATHNAME', 'list_jobs_wrapper';
 COMMENT ON FUNCTION apollo_jobs.list_jobs(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS 'one page of a scope''s visible jobs, newest first (created_at DESC, job_id DESC); starting_after is the job_id of the previous page''s last row';
 

@@ -7,7 +7,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:42
+-- src/lib.rs:45
 -- bootstrap
 
 DO $$
@@ -24,7 +24,7 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:80
+-- src/lib.rs:83
 
 CREATE FUNCTION apollo_jobs.scopes_changed() RETURNS trigger
     VOLATILE PARALLEL UNSAFE SECURITY INVOKER
@@ -50,7 +50,7 @@ COMMENT ON FUNCTION apollo_jobs.jobs_refuse_update() IS 'statement trigger jobs_
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:219
+-- src/lib.rs:222
 -- apollo_jobs::bind_scopes
 
 CREATE FUNCTION apollo_jobs.bind_scopes(
@@ -68,7 +68,7 @@ COMMENT ON FUNCTION apollo_jobs.bind_scopes(pg_catalog.regclass, pg_catalog.name
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:141
+-- src/lib.rs:144
 -- apollo_jobs::job_class_of
 
 CREATE FUNCTION apollo_jobs.job_class_of(job_id pg_catalog.text) RETURNS pg_catalog.text
@@ -78,7 +78,7 @@ COMMENT ON FUNCTION apollo_jobs.job_class_of(pg_catalog.text) IS 'org or project
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:125
+-- src/lib.rs:128
 -- apollo_jobs::job_id_is_valid
 
 CREATE FUNCTION apollo_jobs.job_id_is_valid(candidate pg_catalog.text) RETURNS pg_catalog.bool
@@ -88,7 +88,7 @@ COMMENT ON FUNCTION apollo_jobs.job_id_is_valid(pg_catalog.text) IS 'true iff th
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:60
+-- src/lib.rs:63
 -- requires:
 --   job_id_is_valid
 
@@ -109,38 +109,10 @@ COMMENT ON DOMAIN apollo_jobs.project_job_id IS 'a job id of a project-scoped jo
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:309
+-- src/lib.rs:406
 -- requires:
 --   job_id_domains
 
-
-CREATE FUNCTION apollo_jobs.upsert_job_by_thermos_id(
-    thermos_job_id pg_catalog.text,
-    job_class pg_catalog.text,
-    org_id pg_catalog.text,
-    project_id pg_catalog.text,
-    job_type pg_catalog.text
-) RETURNS TABLE (job_id apollo_jobs.job_id, created pg_catalog.bool)
-    VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 1
-    LANGUAGE c AS 'MODULE_PATHNAME', 'upsert_job_by_thermos_id_wrapper';
-COMMENT ON FUNCTION apollo_jobs.upsert_job_by_thermos_id(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'get-or-create the job registered under a thermos workflow id: (existing id, false) or (new id, true)';
-
-CREATE FUNCTION apollo_jobs.job_by_id(
-    job_id pg_catalog.text,
-    org_id pg_catalog.text,
-    project_id pg_catalog.text DEFAULT NULL
-) RETURNS TABLE (
-    job_id apollo_jobs.job_id,
-    job_class pg_catalog.text,
-    org_id pg_catalog.text,
-    project_id pg_catalog.text,
-    job_type pg_catalog.text,
-    thermos_job_id pg_catalog.text,
-    created_at pg_catalog.timestamptz
-)
-    STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 1
-    LANGUAGE c AS 'MODULE_PATHNAME', 'job_by_id_wrapper';
-COMMENT ON FUNCTION apollo_jobs.job_by_id(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the job if it belongs to (org_id, project_id) and its org and project are visible and not soft-deleted; otherwise no row';
 
 CREATE FUNCTION apollo_jobs.list_jobs(
     org_id pg_catalog.text,
@@ -159,13 +131,54 @@ CREATE FUNCTION apollo_jobs.list_jobs(
     created_at pg_catalog.timestamptz
 )
     STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 50
-    SET enable_sort = off SET enable_seqscan = off
     LANGUAGE c AS 'MODULE_PATHNAME', 'list_jobs_wrapper';
 COMMENT ON FUNCTION apollo_jobs.list_jobs(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS 'one page of a scope''s visible jobs, newest first (created_at DESC, job_id DESC); starting_after is the job_id of the previous page''s last row';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:266
+-- src/lib.rs:359
+-- requires:
+--   job_id_domains
+
+
+CREATE FUNCTION apollo_jobs.job_by_id(
+    job_id pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text DEFAULT NULL
+) RETURNS TABLE (
+    job_id apollo_jobs.job_id,
+    job_class pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text,
+    job_type pg_catalog.text,
+    thermos_job_id pg_catalog.text,
+    created_at pg_catalog.timestamptz
+)
+    STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 1
+    LANGUAGE c AS 'MODULE_PATHNAME', 'job_by_id_wrapper';
+COMMENT ON FUNCTION apollo_jobs.job_by_id(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the job if it belongs to (org_id, project_id) and its org and project are visible and not soft-deleted; otherwise no row';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:312
+-- requires:
+--   job_id_domains
+
+
+CREATE FUNCTION apollo_jobs.upsert_job_by_thermos_id(
+    thermos_job_id pg_catalog.text,
+    job_class pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text,
+    job_type pg_catalog.text
+) RETURNS TABLE (job_id apollo_jobs.job_id, created pg_catalog.bool)
+    VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 1
+    LANGUAGE c AS 'MODULE_PATHNAME', 'upsert_job_by_thermos_id_wrapper';
+COMMENT ON FUNCTION apollo_jobs.upsert_job_by_thermos_id(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'get-or-create the job registered under a thermos workflow id: (existing id, false) or (new id, true)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:269
 -- apollo_jobs::create_jobs_table
 
 CREATE FUNCTION apollo_jobs.create_jobs_table(
@@ -182,7 +195,7 @@ COMMENT ON FUNCTION apollo_jobs.create_jobs_table(pg_catalog.regclass, pg_catalo
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:165
+-- src/lib.rs:168
 -- apollo_jobs::job_row_is_valid
 
 CREATE FUNCTION apollo_jobs.job_row_is_valid(
@@ -199,7 +212,7 @@ COMMENT ON FUNCTION apollo_jobs.job_row_is_valid(pg_catalog.text, pg_catalog.tex
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:201
+-- src/lib.rs:204
 -- apollo_jobs::mint_job_id
 
 CREATE FUNCTION apollo_jobs.mint_job_id(job_class pg_catalog.text) RETURNS apollo_jobs.job_id

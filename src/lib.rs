@@ -1,14 +1,15 @@
 //! apollo_jobs: branded batch-revoke job ids, dedup on the Thermos workflow id,
 //! and tenant-scoped reads, as a PostgreSQL extension.
 //!
-//! This file is the index of the SQL surface. Each function's exact SQL
-//! declaration sits beside it (parameter names are part of the contract,
-//! since callers use named notation, and several types are the extension's
-//! own domains). Every function is SECURITY INVOKER; the ones that run SQL
-//! schema-qualify every name and operator, and `create_jobs_table` also pins
+//! This file is the index of the SQL surface: each function's exact SQL
+//! declaration sits directly above its entry point (parameter names are
+//! part of the contract, since callers use named notation, and several
+//! types are the extension's own domains), and the work is in the modules.
+//! Every function is SECURITY INVOKER; the ones that run SQL schema-qualify
+//! every name and operator, and `create_jobs_table` also pins
 //! `search_path`, so nothing depends on the caller's search_path.
-//! Text arguments arrive as raw bytes and are checked here, so no input can
-//! trip a UTF-8 assumption into an internal error.
+//! Text arguments arrive as raw bytes and are checked as UTF-8 (`text.rs`),
+//! so no input can trip a UTF-8 assumption into an internal error.
 
 use pgrx::prelude::*;
 
@@ -212,7 +213,7 @@ COMMENT ON FUNCTION apollo_jobs.mint_job_id(pg_catalog.text) IS 'a fresh job id 
     requires = ["job_id_domains"]
 )]
 fn mint_job_id(job_class: Option<&[u8]>) -> String {
-    let class = args::job_class(utf8("job_class", job_class).or_raise()).or_raise();
+    let class = args::job_class(text::utf8("job_class", job_class).or_raise()).or_raise();
     store::mint(class).or_raise()
 }
 
@@ -320,46 +321,8 @@ CREATE FUNCTION apollo_jobs.upsert_job_by_thermos_id(
     VOLATILE PARALLEL UNSAFE SECURITY INVOKER ROWS 1
     LANGUAGE c AS 'MODULE_PATHNAME', 'upsert_job_by_thermos_id_wrapper';
 COMMENT ON FUNCTION apollo_jobs.upsert_job_by_thermos_id(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'get-or-create the job registered under a thermos workflow id: (existing id, false) or (new id, true)';
-
-CREATE FUNCTION apollo_jobs.job_by_id(
-    job_id pg_catalog.text,
-    org_id pg_catalog.text,
-    project_id pg_catalog.text DEFAULT NULL
-) RETURNS TABLE (
-    job_id apollo_jobs.job_id,
-    job_class pg_catalog.text,
-    org_id pg_catalog.text,
-    project_id pg_catalog.text,
-    job_type pg_catalog.text,
-    thermos_job_id pg_catalog.text,
-    created_at pg_catalog.timestamptz
-)
-    STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 1
-    LANGUAGE c AS 'MODULE_PATHNAME', 'job_by_id_wrapper';
-COMMENT ON FUNCTION apollo_jobs.job_by_id(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the job if it belongs to (org_id, project_id) and its org and project are visible and not soft-deleted; otherwise no row';
-
-CREATE FUNCTION apollo_jobs.list_jobs(
-    org_id pg_catalog.text,
-    project_id pg_catalog.text DEFAULT NULL,
-    include_project_jobs pg_catalog.bool DEFAULT false,
-    job_type pg_catalog.text DEFAULT NULL,
-    starting_after pg_catalog.text DEFAULT NULL,
-    page_size pg_catalog.int4 DEFAULT 50
-) RETURNS TABLE (
-    job_id apollo_jobs.job_id,
-    job_class pg_catalog.text,
-    org_id pg_catalog.text,
-    project_id pg_catalog.text,
-    job_type pg_catalog.text,
-    thermos_job_id pg_catalog.text,
-    created_at pg_catalog.timestamptz
-)
-    STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 50
-    SET enable_sort = off SET enable_seqscan = off
-    LANGUAGE c AS 'MODULE_PATHNAME', 'list_jobs_wrapper';
-COMMENT ON FUNCTION apollo_jobs.list_jobs(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS 'one page of a scope''s visible jobs, newest first (created_at DESC, job_id DESC); starting_after is the job_id of the previous page''s last row';
 "#,
-    name = "row_functions",
+    name = "upsert_function",
     requires = ["job_id_domains"],
 );
 
@@ -377,7 +340,7 @@ pub unsafe extern "C-unwind" fn upsert_job_by_thermos_id_wrapper(
     // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
     // SAFETY: fcinfo is this call's; only indices of text arguments are passed.
-    let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
+    let arg = |name, n| unsafe { text::arg(fcinfo, name, n) }.or_raise();
     let registration = args::registration(
         arg("thermos_job_id", 0),
         arg("job_class", 1),
@@ -392,6 +355,29 @@ pub unsafe extern "C-unwind" fn upsert_job_by_thermos_id_wrapper(
         .or_raise();
     srf::done()
 }
+
+extension_sql!(
+    r#"
+CREATE FUNCTION apollo_jobs.job_by_id(
+    job_id pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text DEFAULT NULL
+) RETURNS TABLE (
+    job_id apollo_jobs.job_id,
+    job_class pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text,
+    job_type pg_catalog.text,
+    thermos_job_id pg_catalog.text,
+    created_at pg_catalog.timestamptz
+)
+    STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 1
+    LANGUAGE c AS 'MODULE_PATHNAME', 'job_by_id_wrapper';
+COMMENT ON FUNCTION apollo_jobs.job_by_id(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS 'the job if it belongs to (org_id, project_id) and its org and project are visible and not soft-deleted; otherwise no row';
+"#,
+    name = "getter_function",
+    requires = ["job_id_domains"],
+);
 
 srf::finfo_v1!(pg_finfo_job_by_id_wrapper);
 
@@ -408,7 +394,7 @@ pub unsafe extern "C-unwind" fn job_by_id_wrapper(
     // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
     // SAFETY: fcinfo is this call's; only indices of text arguments are passed.
-    let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
+    let arg = |name, n| unsafe { text::arg(fcinfo, name, n) }.or_raise();
     let required = |name, n| arg(name, n).ok_or(JobError::NullArgument(name)).or_raise();
     let job_id = required("job_id", 0);
     let org_id = required("org_id", 1);
@@ -416,6 +402,32 @@ pub unsafe extern "C-unwind" fn job_by_id_wrapper(
     reads::job_by_id(job_id, org_id, project_id, &rows).or_raise();
     srf::done()
 }
+
+extension_sql!(
+    r#"
+CREATE FUNCTION apollo_jobs.list_jobs(
+    org_id pg_catalog.text,
+    project_id pg_catalog.text DEFAULT NULL,
+    include_project_jobs pg_catalog.bool DEFAULT false,
+    job_type pg_catalog.text DEFAULT NULL,
+    starting_after pg_catalog.text DEFAULT NULL,
+    page_size pg_catalog.int4 DEFAULT 50
+) RETURNS TABLE (
+    job_id apollo_jobs.job_id,
+    job_class pg_catalog.text,
+    org_id pg_catalog.text,
+    project_id pg_catalog.text,
+    job_type pg_catalog.text,
+    thermos_job_id pg_catalog.text,
+    created_at pg_catalog.timestamptz
+)
+    STABLE PARALLEL RESTRICTED SECURITY INVOKER ROWS 50
+    LANGUAGE c AS 'MODULE_PATHNAME', 'list_jobs_wrapper';
+COMMENT ON FUNCTION apollo_jobs.list_jobs(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text, pg_catalog.text, pg_catalog.int4) IS 'one page of a scope''s visible jobs, newest first (created_at DESC, job_id DESC); starting_after is the job_id of the previous page''s last row';
+"#,
+    name = "listing_function",
+    requires = ["job_id_domains"],
+);
 
 srf::finfo_v1!(pg_finfo_list_jobs_wrapper);
 
@@ -431,7 +443,7 @@ pub unsafe extern "C-unwind" fn list_jobs_wrapper(
     // SAFETY: fcinfo is this call's.
     let rows = unsafe { srf::Rows::begin(fcinfo) };
     // SAFETY: fcinfo is this call's; only indices of text arguments are passed.
-    let arg = |name, n| unsafe { text_arg(fcinfo, name, n) }.or_raise();
+    let arg = |name, n| unsafe { text::arg(fcinfo, name, n) }.or_raise();
     // SAFETY: arguments 2 and 5 are boolean and integer, by the declaration.
     let (include, page_size) = unsafe {
         (
@@ -449,30 +461,6 @@ pub unsafe extern "C-unwind" fn list_jobs_wrapper(
     };
     reads::list_jobs(&request, &rows).or_raise();
     srf::done()
-}
-
-/// Text argument bytes as UTF-8. In a UTF-8 database this never fails; in
-/// another encoding, non-UTF-8 bytes are a 22021, not an internal error.
-fn utf8<'a>(arg: &'static str, bytes: Option<&'a [u8]>) -> Result<Option<&'a str>, JobError> {
-    bytes
-        .map(|b| std::str::from_utf8(b).map_err(|_| JobError::NotUtf8(arg)))
-        .transpose()
-}
-
-/// Text argument `n` of a hand-declared function, as UTF-8 (`name` is for
-/// the error message).
-///
-/// # Safety
-/// `fcinfo` must be the current call's, and argument `n` of type text.
-unsafe fn text_arg<'a>(
-    fcinfo: pg_sys::FunctionCallInfo,
-    name: &'static str,
-    n: usize,
-) -> Result<Option<&'a str>, JobError> {
-    // SAFETY: per this function's contract; a text datum is read as its bytes.
-    utf8(name, unsafe {
-        pgrx::fcinfo::pg_getarg_datum(fcinfo, n).map(|datum| text::bytes(datum))
-    })
 }
 
 /// Required by `cargo pgrx test`.

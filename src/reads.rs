@@ -5,8 +5,9 @@
 //! is built from the bindings, prepared, kept, and built again when the jobs
 //! table is replaced or the bindings (or a bound table) change.
 //!
-//! Why `list_jobs` runs with `enable_sort = off` and `enable_seqscan =
-//! off` (its declaration's SET clause): a page must be the listing index's
+//! Why the listing statements are planned with `enable_sort = off` and
+//! `enable_seqscan = off` (`LISTING_SETTINGS`, applied while they are
+//! planned: `spiplan::KeptPlan`): a page must be the listing index's
 //! own order, stopped after `page_size` rows, with every scope row found
 //! through its key. The planner underestimates how many of a project's jobs
 //! pass the (correlated) org and visibility filters; for a handful of
@@ -42,7 +43,7 @@ use crate::error::JobError;
 use crate::id;
 use crate::oids;
 use crate::scopes::{self, Binding};
-use crate::spiplan::KeptPlan;
+use crate::spiplan::{KeptPlan, Settings};
 use crate::srf::Rows;
 
 const COLUMNS: &str = "j.job_id::pg_catalog.text, j.job_class::pg_catalog.text, \
@@ -88,6 +89,9 @@ enum Statement {
     Page(Scope, bool),
 }
 
+/// The listing's planner settings: see the module comment.
+const LISTING_SETTINGS: Settings = &[(c"enable_sort", c"off"), (c"enable_seqscan", c"off")];
+
 /// Parameters of every listing statement, in order: org_id, project_id,
 /// job_type, cursor created_at, cursor job_id, page size.
 const LIST_TYPES: [pg_sys::Oid; 6] = [
@@ -110,17 +114,18 @@ impl Statement {
                 Scope::OrgWithProjects => scopes::visibility(bindings, Param("$1"), Row),
             },
         };
+        let all = visibility.all();
         match self {
             Statement::Getter => format!(
                 "SELECT {COLUMNS} FROM apollo_jobs.jobs j \
                  WHERE j.job_id OPERATOR(pg_catalog.=) $1 AND j.org_id OPERATOR(pg_catalog.=) $2 \
                  AND (j.project_id OPERATOR(pg_catalog.=) $3 OR (j.project_id IS NULL AND $3 IS NULL))\
-                 {visibility}"
+                 {all}"
             ),
             Statement::Cursor(scope) => format!(
                 "SELECT j.created_at::pg_catalog.timestamptz, j.job_id::pg_catalog.text \
                  FROM apollo_jobs.jobs j \
-                 WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{visibility}",
+                 WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{all}",
                 scope.predicate()
             ),
             // After a cursor, the bound is the cursor job's own created_at,
@@ -128,22 +133,46 @@ impl Statement {
             // listing's scope and visibility: a cursor that is not a job of
             // the listing yields NULL and so no rows, and only an empty page
             // costs the separate Cursor statement that tells the two apart.
+            //
+            // The checks of the scope rows given as parameters (the gate)
+            // make the LIMIT zero when they fail, rather than filter rows:
+            // as a WHERE condition they would become a gating Result node,
+            // which projects every row into a new tuple, where a Limit over
+            // the index scan hands the table's own tuples to the result
+            // store (a copy, not a re-formation). Same rows either way.
             Statement::Page(scope, after) => format!(
                 "SELECT {COLUMNS} FROM apollo_jobs.jobs j WHERE {}\
-                 {} AND ($3 IS NULL OR j.job_type OPERATOR(pg_catalog.=) $3){visibility} \
-                 ORDER BY j.created_at DESC, j.job_id DESC LIMIT $6",
+                 {} AND ($3 IS NULL OR j.job_type OPERATOR(pg_catalog.=) $3){} \
+                 ORDER BY j.created_at DESC, j.job_id DESC LIMIT {}",
                 scope.predicate(),
                 if after {
                     format!(
                         " AND (j.created_at, j.job_id) OPERATOR(pg_catalog.<) \
                          ((SELECT j.created_at FROM apollo_jobs.jobs j \
-                         WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{visibility}), $5)",
+                         WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{all}), $5)",
                         scope.predicate()
                     )
                 } else {
                     String::new()
+                },
+                visibility.per_row,
+                if visibility.gate.is_empty() {
+                    "$6".to_string()
+                } else {
+                    format!(
+                        "CASE WHEN {} THEN $6 ELSE 0 END",
+                        visibility.gate.join(" AND ")
+                    )
                 }
             ),
+        }
+    }
+
+    /// What the statement is planned with (see `spiplan::KeptPlan`).
+    fn settings(self) -> Settings {
+        match self {
+            Statement::Getter => &[],
+            Statement::Cursor(_) | Statement::Page(..) => LISTING_SETTINGS,
         }
     }
 
@@ -206,7 +235,11 @@ fn plan(statement: Statement) -> Result<Rc<KeptPlan>, JobError> {
             .map(|p| statement.sql(&p.bindings))
             .unwrap_or_default()
     });
-    let prepared = Rc::new(KeptPlan::prepare(&sql, statement.types())?);
+    let prepared = Rc::new(KeptPlan::prepare(
+        &sql,
+        statement.types(),
+        statement.settings(),
+    )?);
     PREPARED.with(|p| {
         if let Some(p) = p.borrow_mut().as_mut() {
             p.plans.insert(statement, Rc::clone(&prepared));

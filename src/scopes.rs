@@ -260,12 +260,36 @@ pub enum Source {
     Absent,
 }
 
-/// The visibility condition for jobs aliased `j`: `AND …` clauses, empty
-/// when nothing is bound. A listing of one project (or of an org's own
-/// jobs) passes the scope ids as parameters, so that each page checks the
-/// org and project rows once rather than once per job.
-pub fn visibility(bindings: &[Binding], org: Source, project: Source) -> String {
-    let mut sql = String::new();
+/// The visibility condition for jobs aliased `j`, empty when nothing is
+/// bound. A listing of one project (or of an org's own jobs) passes the
+/// scope ids as parameters, so that each page checks the org and project
+/// rows once rather than once per job.
+pub struct Visibility {
+    /// `AND …` clauses on the row's own scope columns (`Source::Row`).
+    pub per_row: String,
+    /// Conditions on parameters alone (`Source::Param`), `AND`ed: true for
+    /// every row or for none.
+    pub gate: Vec<String>,
+}
+
+impl Visibility {
+    /// Everything as `AND …` clauses of a WHERE.
+    pub fn all(&self) -> String {
+        let mut sql = self.per_row.clone();
+        for g in &self.gate {
+            sql.push_str(" AND ");
+            sql.push_str(g);
+        }
+        sql
+    }
+}
+
+/// See [`Visibility`].
+pub fn visibility(bindings: &[Binding], org: Source, project: Source) -> Visibility {
+    let mut v = Visibility {
+        per_row: String::new(),
+        gate: Vec::new(),
+    };
     for b in bindings {
         let (alias, column, source) = if b.scope == "org" {
             ("o", "org_id", org)
@@ -288,13 +312,15 @@ pub fn visibility(bindings: &[Binding], org: Source, project: Source) -> String 
             rel = b.sql_relation,
             key = b.key,
         );
-        if b.scope == "project" && source == Source::Row {
-            sql.push_str(&format!(" AND (j.project_id IS NULL OR {exists})"));
-        } else {
-            sql.push_str(&format!(" AND {exists}"));
+        match source {
+            Source::Row if b.scope == "project" => v
+                .per_row
+                .push_str(&format!(" AND (j.project_id IS NULL OR {exists})")),
+            Source::Row => v.per_row.push_str(&format!(" AND {exists}")),
+            _ => v.gate.push(exists),
         }
     }
-    sql
+    v
 }
 
 thread_local! {

@@ -9,27 +9,72 @@
 //! not per call: the statements are written so that their one good plan
 //! does not depend on the parameter values).
 
-use std::ffi::CString;
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 
 use pgrx::{pg_guard, pg_sys};
 
 use crate::error::JobError;
 
+/// Planner settings a statement is planned with: (GUC name, value).
+pub type Settings = &'static [(&'static CStr, &'static CStr)];
+
 /// A plan kept for the life of the backend (or until dropped).
-pub struct KeptPlan(NonNull<pg_sys::_SPI_plan>);
+///
+/// Why settings here and not in the function's `SET` clause: a `SET` clause
+/// is applied and rolled back around every call (on PostgreSQL 15 the
+/// roll-back visits every GUC), although the settings matter only while
+/// the statement is planned, which for a kept generic plan is once. So a
+/// call applies them only when the plan cache has no valid generic plan to
+/// hand out (the first run, or after an invalidation), i.e. exactly when
+/// SPI is about to plan. A re-plan can still happen without them: the
+/// plan is re-validated when SPI locks its tables, and taking a lock can
+/// process an invalidation. The plan's generation tells; such a plan is
+/// prepared again, with the settings, on the next call.
+pub struct KeptPlan {
+    plan: Cell<NonNull<pg_sys::_SPI_plan>>,
+    sql: CString,
+    types: Vec<pg_sys::Oid>,
+    settings: Settings,
+    /// Re-planned without `settings` during the last run.
+    replanned: Cell<bool>,
+}
+
+/// Plans made while this backend's planner settings were not applied
+/// (test builds): (with the settings, without).
+#[cfg(any(test, feature = "pg_test"))]
+pub mod counters {
+    use std::cell::Cell;
+    thread_local! {
+        pub static PLANNED_WITH: Cell<i64> = const { Cell::new(0) };
+        pub static PLANNED_WITHOUT: Cell<i64> = const { Cell::new(0) };
+    }
+}
 
 impl KeptPlan {
-    /// Prepares and keeps `sql`. Must be called with SPI connected.
-    pub fn prepare(sql: &str, types: &[pg_sys::Oid]) -> Result<Self, JobError> {
-        let text =
-            CString::new(sql).map_err(|_| JobError::Internal("NUL in a statement".into()))?;
+    /// Prepares and keeps `sql`, to be planned with `settings`. Must be
+    /// called with SPI connected.
+    pub fn prepare(sql: &str, types: &[pg_sys::Oid], settings: Settings) -> Result<Self, JobError> {
+        let sql = CString::new(sql).map_err(|_| JobError::Internal("NUL in a statement".into()))?;
+        let types = types.to_vec();
+        let plan = Self::keep(&sql, &types)?;
+        Ok(KeptPlan {
+            plan: Cell::new(plan),
+            sql,
+            types,
+            settings,
+            replanned: Cell::new(false),
+        })
+    }
+
+    fn keep(sql: &CStr, types: &[pg_sys::Oid]) -> Result<NonNull<pg_sys::_SPI_plan>, JobError> {
         let mut types = types.to_vec();
         // SAFETY: SPI is connected (the caller's contract); the text and
         // type array outlive the call; a NULL result is checked.
         unsafe {
             let plan = pg_sys::SPI_prepare_cursor(
-                text.as_ptr(),
+                sql.as_ptr(),
                 types.len() as i32,
                 types.as_mut_ptr(),
                 pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
@@ -38,9 +83,25 @@ impl KeptPlan {
             let plan = NonNull::new(plan)
                 .ok_or_else(|| JobError::Internal(format!("SPI_prepare failed ({code})")))?;
             if pg_sys::SPI_keepplan(plan.as_ptr()) != 0 {
+                pg_sys::SPI_freeplan(plan.as_ptr());
                 return Err(JobError::Internal("SPI_keepplan failed".into()));
             }
-            Ok(KeptPlan(plan))
+            Ok(plan)
+        }
+    }
+
+    /// The plan's one cached plan source.
+    fn source(&self) -> Result<*mut pg_sys::CachedPlanSource, JobError> {
+        // SAFETY: the plan is a kept SPI plan of one statement (`prepare`);
+        // its source list lives as long as the plan and is only read.
+        unsafe {
+            let list = pg_sys::SPI_plan_get_plan_sources(self.plan.get().as_ptr());
+            if list.is_null() || (*list).length != 1 {
+                return Err(JobError::Internal(
+                    "a kept plan of one statement expected".into(),
+                ));
+            }
+            Ok((*(*list).elements).ptr_value.cast())
         }
     }
 
@@ -49,6 +110,66 @@ impl KeptPlan {
     /// tuple table (`SPI_tuptable`). Returns the number of rows. Must be
     /// called with SPI connected.
     pub fn run(
+        &self,
+        args: &[(pg_sys::Oid, Option<pg_sys::Datum>)],
+        into: Option<*mut pg_sys::Tuplestorestate>,
+    ) -> Result<u64, JobError> {
+        if self.settings.is_empty() {
+            return self.execute(args, into);
+        }
+        if self.replanned.replace(false) {
+            let fresh = Self::keep(&self.sql, &self.types)?;
+            let stale = self.plan.replace(fresh);
+            // SAFETY: the stale plan was kept by `keep` and is no longer
+            // referenced; it is freed once, here.
+            unsafe { pg_sys::SPI_freeplan(stale.as_ptr()) };
+        }
+        let source = self.source()?;
+        // SAFETY: `source` is this plan's live CachedPlanSource (read only).
+        let (ready, generation) = unsafe {
+            let gplan = (*source).gplan;
+            (
+                (*source).is_valid && !gplan.is_null() && (*gplan).is_valid,
+                (*source).generation,
+            )
+        };
+        if ready {
+            let rows = self.execute(args, into)?;
+            // SAFETY: as above.
+            if unsafe { (*source).generation } != generation {
+                self.replanned.set(true);
+                #[cfg(any(test, feature = "pg_test"))]
+                counters::PLANNED_WITHOUT.with(|c| c.set(c.get() + 1));
+            }
+            return Ok(rows);
+        }
+        #[cfg(any(test, feature = "pg_test"))]
+        counters::PLANNED_WITH.with(|c| c.set(c.get() + 1));
+        // SAFETY: the settings are applied at a new GUC nesting level and
+        // undone at that level after the run. If the run raises, the
+        // (sub)transaction's abort undoes every level above its own, as it
+        // does for a function's SET clause.
+        unsafe {
+            let level = pg_sys::NewGUCNestLevel();
+            for (name, value) in self.settings {
+                pg_sys::set_config_option(
+                    name.as_ptr(),
+                    value.as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_SAVE,
+                    true,
+                    pgrx::PgLogLevel::ERROR as i32,
+                    false,
+                );
+            }
+            let rows = self.execute(args, into);
+            pg_sys::AtEOXact_GUC(true, level);
+            rows
+        }
+    }
+
+    fn execute(
         &self,
         args: &[(pg_sys::Oid, Option<pg_sys::Datum>)],
         into: Option<*mut pg_sys::Tuplestorestate>,
@@ -90,7 +211,7 @@ impl KeptPlan {
                 },
                 ..Default::default()
             };
-            let rc = pg_sys::SPI_execute_plan_extended(self.0.as_ptr(), &options);
+            let rc = pg_sys::SPI_execute_plan_extended(self.plan.get().as_ptr(), &options);
             if rc < 0 {
                 return Err(JobError::Internal(format!(
                     "SPI_execute_plan_extended failed ({rc})"
@@ -104,7 +225,7 @@ impl KeptPlan {
 impl Drop for KeptPlan {
     fn drop(&mut self) {
         // SAFETY: the plan was kept by `prepare` and is freed once, here.
-        unsafe { pg_sys::SPI_freeplan(self.0.as_ptr()) };
+        unsafe { pg_sys::SPI_freeplan(self.plan.get().as_ptr()) };
     }
 }
 

@@ -66,9 +66,7 @@ impl Rows {
         }
         Ok(())
     }
-}
 
-impl Rows {
     /// The result tuplestore, for statements that write into it directly
     /// (`spiplan.rs`). Their columns are cast to the result's types (the
     /// job id as text, which is what the `job_id` domain holds).

@@ -1299,4 +1299,84 @@ mod tests {
         }
         assert_eq!(page("'o1', page_size => 1000").len(), 4);
     }
+
+    /// Plans of the listing statements made in this backend (test builds
+    /// only): `with/without` the listing's planner settings.
+    #[pg_extern]
+    fn listing_plans() -> String {
+        use crate::spiplan::counters::{PLANNED_WITH, PLANNED_WITHOUT};
+        format!(
+            "{}/{}",
+            PLANNED_WITH.with(std::cell::Cell::get),
+            PLANNED_WITHOUT.with(std::cell::Cell::get)
+        )
+    }
+
+    /// list_jobs plans its statements with enable_sort/enable_seqscan off,
+    /// only when the plan cache has to plan them, and leaves the caller's
+    /// settings alone; a scope row checked once per page (the LIMIT's gate)
+    /// hides every row when it is soft-deleted.
+    #[pg_test]
+    fn list_jobs_plans_with_its_settings_only() {
+        host();
+        for i in 0..4 {
+            upsert(&format!("wf-s{i}"), "project", "o1", Some("p1"));
+        }
+        run("SET LOCAL enable_sort = on");
+        run("SET LOCAL enable_seqscan = on");
+        let plans = || -> (i64, i64) {
+            let text: String = one("SELECT tests.listing_plans()");
+            let (with, without) = text.split_once('/').expect("with/without");
+            (
+                with.parse().expect("with"),
+                without.parse().expect("without"),
+            )
+        };
+        let count = |args: &str| -> i64 {
+            one(&format!(
+                "SELECT count(*) FROM apollo_jobs.list_jobs({args})"
+            ))
+        };
+        let (with0, without0) = plans();
+        assert_eq!(count("'o1', 'p1'"), 4);
+        let (with1, _) = plans();
+        assert!(with1 > with0, "the first page is planned with the settings");
+        assert_eq!(count("'o1', 'p1'"), 4);
+        assert_eq!(plans().0, with1, "a kept plan is not planned again");
+        let setting = |name: &str| -> String { one(&format!("SELECT current_setting('{name}')")) };
+        assert_eq!(setting("enable_sort"), "on");
+        assert_eq!(setting("enable_seqscan"), "on");
+        // An invalidation (new statistics) makes the next call plan again,
+        // with the settings.
+        run("ANALYZE apollo_jobs.jobs");
+        assert_eq!(count("'o1', 'p1'"), 4);
+        let (with2, without2) = plans();
+        assert!(with2 > with1, "re-planned after ANALYZE");
+        assert_eq!(without2, without0, "never planned without the settings");
+        assert_eq!(setting("enable_sort"), "on");
+        // The gate: a soft-deleted org or project hides every row of the
+        // page, and makes a cursor of it no cursor of this listing.
+        let first: String =
+            one("SELECT job_id::text FROM apollo_jobs.list_jobs('o1', 'p1', page_size => 1)");
+        run("UPDATE host.projects SET deleted = true WHERE nano_id = 'p1'");
+        assert_eq!(count("'o1', 'p1'"), 0);
+        assert_eq!(count("'o1', include_project_jobs => true"), 0);
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT * FROM apollo_jobs.list_jobs('o1', 'p1', starting_after => '{first}')"
+            )),
+            "22023"
+        );
+        run("UPDATE host.projects SET deleted = false WHERE nano_id = 'p1'");
+        assert_eq!(count("'o1', 'p1'"), 4);
+        run("UPDATE host.orgs SET deleted = true WHERE nano_id = 'o1'");
+        assert_eq!(count("'o1', 'p1'"), 0);
+        assert_eq!(count("'o1', include_project_jobs => true"), 0);
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT * FROM apollo_jobs.list_jobs('o1', 'p1', starting_after => '{first}')"
+            )),
+            "22023"
+        );
+    }
 }

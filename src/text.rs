@@ -7,8 +7,14 @@
 //! registration, about 2% of its instructions. An inline value (1-byte or
 //! 4-byte header, neither compressed nor external) is read where it lies;
 //! anything else is detoasted exactly as before.
+//!
+//! Also here: the arguments of the hand-declared functions (`arg`), read
+//! as bytes and checked as UTF-8 (`utf8`), so no input can trip a UTF-8
+//! assumption into an internal error.
 
 use pgrx::pg_sys;
+
+use crate::error::JobError;
 use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 
 /// The bytes of a non-NULL text datum.
@@ -29,4 +35,28 @@ pub unsafe fn bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
             pg_sys::pg_detoast_datum_packed(value)
         })
     }
+}
+
+/// Text argument bytes as UTF-8. In a UTF-8 database this never fails; in
+/// another encoding, non-UTF-8 bytes are a 22021, not an internal error.
+pub fn utf8<'a>(arg: &'static str, bytes: Option<&'a [u8]>) -> Result<Option<&'a str>, JobError> {
+    bytes
+        .map(|b| std::str::from_utf8(b).map_err(|_| JobError::NotUtf8(arg)))
+        .transpose()
+}
+
+/// Text argument `n` of a hand-declared function, as UTF-8 (`name` is for
+/// the error message).
+///
+/// # Safety
+/// `fcinfo` must be the current call's, and argument `n` of type text.
+pub unsafe fn arg<'a>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    name: &'static str,
+    n: usize,
+) -> Result<Option<&'a str>, JobError> {
+    // SAFETY: per this function's contract; a text datum is read as its bytes.
+    utf8(name, unsafe {
+        pgrx::fcinfo::pg_getarg_datum(fcinfo, n).map(|datum| bytes(datum))
+    })
 }

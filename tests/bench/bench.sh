@@ -240,8 +240,8 @@ say "sanity checks passed"
 # jobs_project_listing_idx that stops after 50 rows (no Sort) and find the
 # org and project rows by their primary keys (no Seq Scan, no bitmap scan).
 PLANS=$OUT/plans.txt; : >"$PLANS"
-# The bare SELECT's session runs, like list_jobs (its SET clause), without
-# sorts: see scripts/list_bare.sql.
+# The bare SELECT's session runs without sorts, as list_jobs plans its own
+# statements (src/reads.rs, LISTING_SETTINGS): see scripts/list_bare.sql.
 BARE_LIST_OPTIONS="-c enable_sort=off -c enable_seqscan=off -c plan_cache_mode=force_generic_plan"  # the generic plan list_jobs keeps
 ext_plan() {  # ext_plan DB ARGS: auto_explain of the 7th list_jobs(ARGS) in a session
   { echo "=== $1: list_jobs($2)"

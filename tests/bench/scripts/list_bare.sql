@@ -3,9 +3,9 @@
 -- src/scopes.rs visibility() builds for this binding: for one project the
 -- org and project rows are checked once, on the ids, not per row) without
 -- the function, SPI and job_type plumbing, read from the same index
--- (jobs_project_listing_idx) and run with list_jobs' settings (its SET
--- clause: enable_sort, enable_seqscan off, generic plans; bench.sh passes
--- them in PGOPTIONS). Without them, the generic plan pgbench -M prepared
+-- (jobs_project_listing_idx) and planned with list_jobs' settings
+-- (enable_sort, enable_seqscan off, generic plans; bench.sh passes them in
+-- PGOPTIONS). Without them, the generic plan pgbench -M prepared
 -- settles on (a handful of rows estimated for the project) can be a
 -- BitmapAnd of the two listing indexes or a bitmap scan plus a Sort of the
 -- whole project: a million rows sorted per page at 10M rows, which is no
