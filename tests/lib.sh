@@ -170,17 +170,21 @@ load_host() { psql_q -d "$1" -f "$HOST_FIXTURE" >/dev/null; }
 # The extension's version, from Cargo.toml.
 project_version() { sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1; }
 
-# apt_install PKG...: installs the packages that are not installed yet (one
-# apt-get update first, only if something is missing). Idempotent.
+# apt_install [--no-install-recommends] PKG...: installs the packages that
+# are not installed yet (one apt-get update first, only if something is
+# missing). Idempotent.
 apt_install() {
-  local p missing=()
+  local p missing=() opts=()
+  if [ "${1:-}" = --no-install-recommends ]; then opts+=("$1"); shift; fi
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -gt 0 ] || return 0
   echo "$STAGE: installing ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # slim images lack the man directory some postinsts (the JRE's) link into
+  mkdir -p /usr/share/man/man1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
 }
 
 # log_tail FILE [LINES]: the last LINES (30) lines of a server log, after a failure.
@@ -213,9 +217,7 @@ require_installed() {
 node_env() {
   local clients="$ROOT/tests/clients"
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "$STAGE: installing nodejs npm"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    apt_install --no-install-recommends nodejs npm
   fi
   [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 18 ] || fail "node $(node --version) is too old (need 18+)"
   local stamp="$clients/node_modules/.package-lock.sha256" want

@@ -28,20 +28,7 @@ source "$(dirname "$0")/../lib.sh"
 HERE="$ROOT/tests/clients"
 PORT=$PORT_CLIENTS
 
-apt_install() {
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "clients: installing ${missing[*]}"
-  apt-get update -qq
-  # slim images lack the man directory the JRE's postinst links into
-  mkdir -p /usr/share/man/man1
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+command -v java >/dev/null 2>&1 || apt_install --no-install-recommends openjdk-17-jre-headless
 # Node.js, the npm packages (npm ci while the lockfile changed) and the node
 # Prisma 7 runs on (PRISMA_NODE): lib.sh's node_env, shared with the poolers stage
 node_env

@@ -44,13 +44,8 @@ CLIENTS="$ROOT/tests/clients"
 dir=$SCRATCH/pooler
 
 pkg_missing() { ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-apt_get() {
-  echo "poolers: installing $*"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
 if pkg_missing pgbouncer; then
-  apt_get pgbouncer
+  apt_install --no-install-recommends pgbouncer
   # The package enables and may start its own pgbouncer (port 6432): stop and
   # disable it, ours runs from the scratch directory.
   # (systemd or not: systemctl disable works offline, stop needs it running)
