@@ -43,7 +43,7 @@ from pathlib import Path
 import psycopg
 
 SQL_FILE = Path(__file__).resolve().parent.parent / "clients" / "sql" / "jobs.sql"
-# The fixture's scopes (tests/clients/fixture/host.sql).
+# The fixture's scopes (tests/clients/fixture/service.sql).
 SCOPES = [("org", "org_acme", None), ("org", "org_umbrella", None),
           ("project", "org_acme", "prj_acme_web"), ("project", "org_umbrella", "prj_umbrella_lab")]
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 0.5

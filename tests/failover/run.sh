@@ -25,8 +25,9 @@
 # the demote timeout as pg_auto_failover requires (a primary cut off from the
 # monitor and its standby stops before that standby is promoted).
 #
-# The clients' host fixture (tests/clients/fixture/host.sql, jobs.sql) is loaded
-# on node 1 and reaches node 2 by replication. tests/failover/failover.py load
+# The host tables (tests/fixture/host.sql) and the clients' fixture
+# (tests/clients/fixture/service.sql, jobs.sql) are loaded
+# on node 1 and reach node 2 by replication. tests/failover/failover.py load
 # then runs 6 clients registering distinct thermos ids as the API's role over
 # host=127.0.0.1,127.0.0.1 port=N1,N2 target_session_attrs=read-write, loses
 # node 1 mid-load (SIGKILL of its pg_autoctl, postmaster and every child),
@@ -147,7 +148,7 @@ create_node node2 "$N2"
 start_service node2
 wait_for "node 1 primary, node 2 secondary" 90 states_are "node1=primary node2=secondary"
 
-psql_q -h 127.0.0.1 -p "$N1" -U postgres -d app -f "$FIXTURE/host.sql" -f "$FIXTURE/jobs.sql" >/dev/null \
+psql_q -h 127.0.0.1 -p "$N1" -U postgres -d app -f "$HOST_FIXTURE" -f "$FIXTURE/service.sql" -f "$FIXTURE/jobs.sql" >/dev/null \
   || fail "loading the fixture on node 1"
 has_table() { [ "$(qn "$N2" "SELECT to_regclass('apollo_jobs.jobs') IS NOT NULL")" = t ]; }
 wait_for "the fixture replicated to node 2" 30 has_table

@@ -76,7 +76,7 @@ stop_pgbouncer
 cluster_start pooler_server "$PORT_POOLER_SERVER"
 server_dir=$PGHOST
 psql_q -d postgres -c "CREATE DATABASE pooled"
-psql_q -d pooled -f "$CLIENTS/fixture/host.sql" -f "$CLIENTS/fixture/jobs.sql" >/dev/null
+psql_q -d pooled -f "$HOST_FIXTURE" -f "$CLIENTS/fixture/service.sql" -f "$CLIENTS/fixture/jobs.sql" >/dev/null
 
 rm -rf "$dir"; mkdir -p "$dir"
 cat >"$dir/pgbouncer.ini" <<EOF

@@ -1,6 +1,7 @@
 'use strict';
 // Test helpers: scratch databases on the cluster in PGHOST/PGPORT (set by
-// tests/clients/run.sh), built from ../fixture/*.sql.
+// tests/clients/run.sh), built from the shared host tables
+// (tests/fixture/host.sql) and ../fixture/*.sql.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -8,6 +9,7 @@ const { Client, Pool } = require('pg');
 
 const FIXTURE = path.join(__dirname, '..', 'fixture');
 const fixture = (name) => fs.readFileSync(path.join(FIXTURE, name), 'utf8');
+const HOST_TABLES = path.join(__dirname, '..', '..', 'fixture', 'host.sql');
 
 async function withClient(config, fn) {
   const client = new Client(config);
@@ -26,7 +28,8 @@ async function freshDatabase(database, { jobsTable = true } = {}) {
     await c.query(`CREATE DATABASE ${database}`);
   });
   await withClient({ user: 'postgres', database }, async (c) => {
-    await c.query(fixture('host.sql'));
+    await c.query(fs.readFileSync(HOST_TABLES, 'utf8'));
+    await c.query(fixture('service.sql'));
     if (jobsTable) await c.query(fixture('jobs.sql'));
   });
 }

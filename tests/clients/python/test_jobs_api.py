@@ -74,7 +74,8 @@ def fresh_database(name, jobs_table=True):
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {name}")
     with admin(name) as c:
-        c.execute((FIXTURE / "host.sql").read_text())
+        c.execute((HERE.parent.parent / "fixture" / "host.sql").read_text())
+        c.execute((FIXTURE / "service.sql").read_text())
         if jobs_table:
             c.execute((FIXTURE / "jobs.sql").read_text())
 
