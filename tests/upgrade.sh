@@ -98,7 +98,12 @@ for old in "${olds[@]}"; do
     prebuilt=none
   fi
 
-  q "$db" "ALTER EXTENSION apollo_jobs UPDATE" >/dev/null
+  # The update holds ACCESS EXCLUSIVE on the jobs table until it commits
+  # (README, Locks): read from pg_locks inside its transaction.
+  locks=$(psql_q -At -d "$db" -c "BEGIN" -c "ALTER EXTENSION apollo_jobs UPDATE" \
+    -c "SELECT string_agg(mode, ',' ORDER BY mode) FROM pg_locks WHERE pid = pg_backend_pid() AND relation = 'apollo_jobs.jobs'::regclass" \
+    -c "COMMIT" | grep -v '^\(BEGIN\|COMMIT\|ALTER EXTENSION\)$')
+  case ",$locks," in *,AccessExclusiveLock,*) ;; *) fail "$old: the update's locks on apollo_jobs.jobs: '$locks'" ;; esac
   [ "$(q "$db" "SELECT extversion FROM pg_extension WHERE extname = 'apollo_jobs'")" = "$version" ] || fail "$old: not at $version after UPDATE"
   if [ "$(q "$db" "$objects_sql")" != "$fresh_objects" ]; then
     diff <(echo "$fresh_objects") <(q "$db" "$objects_sql") || true

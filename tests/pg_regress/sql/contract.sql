@@ -31,7 +31,14 @@ SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.
 \echo :LAST_ERROR_SQLSTATE
 SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', deleted_column => 'nano_id');
 \echo :LAST_ERROR_SQLSTATE
+BEGIN;
 SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
+-- its locks on the host tables, held until the transaction ends (README, Locks)
+SELECT relation::regclass AS host_table, mode FROM pg_locks
+WHERE pid = pg_backend_pid() AND relation IN ('public.orgs'::regclass, 'public.projects'::regclass)
+  AND mode <> 'AccessShareLock'
+ORDER BY 1, 2;
+COMMIT;
 SELECT apollo_jobs.create_jobs_table();
 \echo :LAST_ERROR_SQLSTATE
 \d apollo_jobs.jobs
