@@ -170,12 +170,40 @@ load_host() { psql_q -d "$1" -f "$HOST_FIXTURE" >/dev/null; }
 # The extension's version, from Cargo.toml.
 project_version() { sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1; }
 
+# pgrx_private_tree: `cargo pgrx test` installs its debug build, with a test
+# schema, into the server it targets, overwriting the files in place. So the
+# pgrx stage (and clippy, which then shares its build of pgrx-pg-sys) targets
+# a private copy of $PG_CONFIG's installation under $SCRATCH/pg15-pgrx (bin,
+# lib, share and the server headers, in the same layout, so the copy's
+# pg_config and postgres report and find their own paths), with its own
+# PGRX_HOME; the system server and ~/.pgrx are untouched. Made again when the
+# system's PostgreSQL changed. Exports PGRX_HOME.
+pgrx_private_tree() {
+  local root="$SCRATCH/pg15-pgrx" bin share inc want d
+  bin=$("$PG_CONFIG" --bindir); share=$("$PG_CONFIG" --sharedir); inc=$("$PG_CONFIG" --includedir-server)
+  want="$("$PG_CONFIG" --version) $(stat -c %Y "$bin/postgres")"
+  if [ "$(cat "$root/.source" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$root"
+    for d in "$(dirname "$bin")" "$share" "$inc"; do
+      mkdir -p "$root$(dirname "$d")"; cp -a "$d" "$root$(dirname "$d")/"
+    done
+    chmod -R a+rX "$root"
+    echo "$want" >"$root/.source"
+  fi
+  export PGRX_HOME="$SCRATCH/pgrx-home-15"
+  mkdir -p "$SCRATCH" "$PGRX_HOME"; chmod 777 "$SCRATCH"
+  local pgc="$root$bin/pg_config"
+  if ! grep -qsx "pg15 = \"$pgc\"" "$PGRX_HOME/config.toml"; then
+    (cd "$ROOT" && cargo pgrx init --pg15 "$pgc" >/dev/null)
+  fi
+}
+
 # apt_install [--no-install-recommends] PKG...: installs the packages that
 # are not installed yet (one apt-get update first, only if something is
 # missing). Idempotent.
 apt_install() {
-  local p missing=() opts=()
-  if [ "${1:-}" = --no-install-recommends ]; then opts+=("$1"); shift; fi
+  local p missing=() apt_opts=()
+  if [ "${1:-}" = --no-install-recommends ]; then apt_opts+=("$1"); shift; fi
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
@@ -184,7 +212,7 @@ apt_install() {
   apt-get update -qq
   # slim images lack the man directory some postinsts (the JRE's) link into
   mkdir -p /usr/share/man/man1
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_opts[@]}" "${missing[@]}" >/dev/null
 }
 
 # log_tail FILE [LINES]: the last LINES (30) lines of a server log, after a failure.

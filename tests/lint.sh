@@ -13,6 +13,9 @@ apt_install shellcheck
 
 failed=()
 cargo format-check || failed+=(rustfmt)
+# clippy builds pgrx-pg-sys as the pgrx stage does (its private PostgreSQL
+# copy), so the two stages share that build instead of redoing it.
+pgrx_private_tree
 cargo lint || failed+=(clippy)
 mapfile -t scripts < <(git ls-files --cached --others --exclude-standard -- '*.sh' .ci/run | sort -u)
 shellcheck -x -P SCRIPTDIR "${scripts[@]}" || failed+=(shellcheck)

@@ -37,9 +37,9 @@ installed=no
 for entry in "${STAGES[@]}"; do
   name=${entry%%|*}; script=${entry#*|}
   selected "$name" || continue
-  # cargo pgrx test installs a debug build with the test schema; every later
-  # stage tests the release build. `versions` builds and installs into its
-  # own private PostgreSQL 16/17/18 trees, never the system's 15.
+  # Every stage but these tests the release build installed into the
+  # system's PostgreSQL 15: `pgrx` tests a debug build in a private copy of
+  # that server, `versions` its builds in private PostgreSQL 16/17/18 trees.
   if [ "$name" != pgrx ] && [ "$name" != lint ] && [ "$name" != versions ] && [ $installed = no ]; then
     echo "== installing the release build"
     install_extension
