@@ -21,8 +21,9 @@ toolchain:
 	  exit 1; \
 	fi
 
+# The release build for $(PG_CONFIG)'s major (its Cargo feature pgN).
 all: toolchain
-	cargo build --release
+	cargo build --release --no-default-features --features pg$$($(PG_CONFIG) --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
 
 # The release build into $(PG_CONFIG)'s server. Files are built into a
 # package directory and moved into place (tests/lib.sh install_extension), so

@@ -12,7 +12,7 @@
 #
 #   --pg-config  the pg_config of the major to build for (default $PG_CONFIG,
 #                else /usr/lib/postgresql/15/bin/pg_config); the build is
-#                `cargo pgrx package --release` with that major's Cargo feature
+#                `cargo pgrx package` (a release build) with that major's Cargo feature
 #                (for a major other than the default pg15, `cargo pgrx init
 #                --pgN PATH` once beforehand)
 #   --from DIR   package an existing `cargo pgrx package` output directory

@@ -1,4 +1,4 @@
-//! Argument rules shared by the functions and mirrored by the table's CHECKs.
+//! Argument rules shared by the functions and mirrored by the table's CHECK.
 //!
 //! Why here and not only in CHECK constraints: a CHECK failure is a 23514 that
 //! names a constraint, after a row was formed; callers of the functions get a

@@ -6,8 +6,8 @@
 //! part of the contract, since callers use named notation, and several
 //! types are the extension's own domains), and the work is in the modules.
 //! Every function is SECURITY INVOKER; the ones that run SQL schema-qualify
-//! every name and operator, and `create_jobs_table` also pins
-//! `search_path`, so nothing depends on the caller's search_path.
+//! every name and operator, and `create_jobs_table` and `bind_scopes` also
+//! pin `search_path`, so nothing depends on the caller's search_path.
 //! Text arguments arrive as raw bytes and are checked as UTF-8 (`text.rs`),
 //! so no input can trip a UTF-8 assumption into an internal error.
 

@@ -145,12 +145,16 @@ impl Statement {
                  {} AND ($3 IS NULL OR j.job_type OPERATOR(pg_catalog.=) $3){} \
                  ORDER BY j.created_at DESC, j.job_id DESC LIMIT {}",
                 scope.predicate(),
+                // The cursor's own lookup leaves the gate to the LIMIT: when
+                // the gate fails the page is empty whatever the bound, and
+                // the Cursor statement (with the whole visibility) answers.
                 if after {
                     format!(
                         " AND (j.created_at, j.job_id) OPERATOR(pg_catalog.<) \
                          ((SELECT j.created_at FROM apollo_jobs.jobs j \
-                         WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{all}), $5)",
-                        scope.predicate()
+                         WHERE j.job_id OPERATOR(pg_catalog.=) $5 AND {}{}), $5)",
+                        scope.predicate(),
+                        visibility.per_row
                     )
                 } else {
                     String::new()

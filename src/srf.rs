@@ -1,4 +1,4 @@
-//! At-most-one-row `RETURNS TABLE` results, in materialize mode.
+//! `RETURNS TABLE` results in materialize mode.
 //!
 //! Why not pgrx's `TableIterator`: its value-per-call protocol rebuilds the
 //! result descriptor from `pg_proc` on every call (decoding the OUT-argument
@@ -7,10 +7,12 @@
 //! row, that was about a quarter of its own cost. Materialize mode with the
 //! executor's expected descriptor does the same with one tuplestore row.
 //!
-//! The two functions that return rows are therefore declared by hand: a
+//! The three functions that return rows are therefore declared by hand: a
 //! `pg_finfo_*` record and a `#[pg_guard]`ed entry point that reads its
-//! arguments with `pg_getarg` and hands its row to `Rows::put`. The SQL
-//! declarations live next to them in `lib.rs`.
+//! arguments with `pg_getarg` and hands its row to `Rows::put` (the upsert)
+//! or lets a kept plan write its rows into `Rows::store` (the getter and
+//! the listing, `spiplan.rs`). The SQL declarations sit above them in
+//! `lib.rs`.
 
 use pgrx::pg_sys;
 

@@ -35,7 +35,8 @@ use crate::subxact;
 use crate::text;
 
 /// Lookups before giving up on a row that keeps vanishing between a lost
-/// insert race and the re-read (a concurrent delete); ends in 40001.
+/// insert race and the re-read (a concurrent delete); ends in the last
+/// unique violation (23505).
 const RACE_ATTEMPTS: usize = 3;
 
 const LOOKUP_SQL: &CStr = c"SELECT j.job_id::pg_catalog.text, j.job_class::pg_catalog.text, \

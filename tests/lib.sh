@@ -17,9 +17,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # Ports of the scratch clusters, every one the scripts use (127.0.0.1 and a
 # unix socket in the cluster's directory). Stages run one after another and
-# each stops its clusters on exit, so stages may share a port (standby reuses
-# dump_restore's and stress's, environment reuses crash's); within one stage,
-# and for anything meant to run beside the suite (bench), ports must differ.
+# each stops its clusters on exit, so stages may share a port (standby,
+# differential, the clients' replica, environment, listing, poolers, failover,
+# pg_upgrade and packages reuse the ports of other stages); within one stage,
+# and for anything meant to run beside the suite (bench, on 5498 alone),
+# ports must differ.
 # shellcheck disable=SC2034  # used by the scripts that source this file
 {
   PORT_UPGRADE=5490          # upgrade.sh
@@ -38,7 +40,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
   PORT_DIFFERENTIAL=5495     # differential/run.sh (reuses stress's)
   PORT_POOLER_SERVER=5491    # poolers/run.sh: the server behind pgbouncer
   PORT_POOLER=5492           # poolers/run.sh: pgbouncer (transaction pooling)
-  PORT_CLIENTS_REPLICA=5498  # clients/run.sh: hot standby of the clients' server
+  PORT_CLIENTS_REPLICA=5496  # clients/run.sh: hot standby of the clients' server
   PORT_FAILOVER_MONITOR=5490 # failover/run.sh: pg_auto_failover monitor
   PORT_FAILOVER_NODE1=5491   # failover/run.sh: data node 1 (first primary)
   PORT_FAILOVER_NODE2=5492   # failover/run.sh: data node 2 (first secondary)

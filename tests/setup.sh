@@ -6,6 +6,12 @@
 source "$(dirname "$0")/lib.sh"
 PGRX_VERSION=0.18.1
 
+# The one prerequisite it cannot install: Rust (a fresh Debian has none).
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: apollo_jobs is built with Rust, and this machine has no cargo." >&2
+  echo "  Install Rust with rustup (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
 apt_install postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo make
 # Debian's postgresql package starts a cluster on port 5432; we never use it.
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then

@@ -12,7 +12,7 @@
 #   python     the same endpoints over psycopg 3, with the reconnect after a
 #              terminated session
 #   both       with a hot standby (node/replica.test.js, python/test_replica.py):
-#              a pg_basebackup -R replica of the cluster on 127.0.0.1:5498
+#              a pg_basebackup -R replica of the cluster on 127.0.0.1:5496
 #              (PORT_CLIENTS_REPLICA), streaming; reads routed to it, writes to
 #              the primary, the getter's read-after-write through the primary,
 #              a write on the standby (25006) a 503 that drops the connection,

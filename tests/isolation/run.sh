@@ -16,7 +16,7 @@
 #                                                there at this source's version.
 #                                                Creates the database
 #                                                contrib_regression_isolation
-#                                                and the role iso_app, and drops
+#                                                and the role regress_apollo_jobs_iso, and drops
 #                                                both after a passing run.
 #
 # Prints the tester's report per run, a summary line; the diffs and the
@@ -67,6 +67,6 @@ for probe in on off; do
   fi
 done
 if [ $existing = yes ]; then
-  psql_q -d postgres -c "DROP DATABASE $db" -c "DROP ROLE IF EXISTS iso_app"
+  psql_q -d postgres -c "DROP DATABASE $db" -c "DROP ROLE IF EXISTS regress_apollo_jobs_iso"
 fi
 echo "isolation: ok (${#SPECS[@]} specs, probe on and off)"

@@ -80,10 +80,10 @@ $$;
 -- security to apply (superusers bypass it), and a policy that hides nothing.
 -- Row-level security itself is enabled only by those specs' setup.
 DO $$ BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'iso_app') THEN CREATE ROLE iso_app; END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'regress_apollo_jobs_iso') THEN CREATE ROLE regress_apollo_jobs_iso; END IF;
 END $$;
-GRANT USAGE ON SCHEMA apollo_jobs TO iso_app;
-GRANT SELECT, INSERT ON apollo_jobs.jobs TO iso_app;
-GRANT SELECT ON public.orgs, public.projects, public.race_check TO iso_app;
-GRANT INSERT, SELECT ON public.seen TO iso_app;
+GRANT USAGE ON SCHEMA apollo_jobs TO regress_apollo_jobs_iso;
+GRANT SELECT, INSERT ON apollo_jobs.jobs TO regress_apollo_jobs_iso;
+GRANT SELECT ON public.orgs, public.projects, public.race_check TO regress_apollo_jobs_iso;
+GRANT INSERT, SELECT ON public.seen TO regress_apollo_jobs_iso;
 CREATE POLICY everything ON apollo_jobs.jobs USING (true);

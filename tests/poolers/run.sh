@@ -59,7 +59,7 @@ fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 # as in the clients stage: Node.js, the npm packages, and PRISMA_NODE
 node_env
-python3 -c 'import ensurepip' 2>/dev/null || apt_get python3-venv
+python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
 python_env
 
 stop_pgbouncer() {

@@ -3,12 +3,12 @@
 -- the domains, the table's CHECKs and create_jobs_table. Nothing planted may
 -- run: every planted object records its call in public.planted_calls.
 
-CREATE ROLE planter NOLOGIN;
-GRANT CREATE ON SCHEMA public TO planter;
+CREATE ROLE regress_planter NOLOGIN;
+GRANT CREATE ON SCHEMA public TO regress_planter;
 CREATE TABLE public.planted_calls (what text);
 GRANT INSERT ON public.planted_calls TO PUBLIC;
 
-SET ROLE planter;
+SET ROLE regress_planter;
 CREATE FUNCTION public.record(what text) RETURNS boolean LANGUAGE sql
     AS $$ INSERT INTO public.planted_calls VALUES (what) RETURNING true $$;
 -- the extension's own names, unqualified
@@ -85,6 +85,6 @@ SELECT count(*) AS planted_calls FROM public.planted_calls;
 SELECT what, count(*) FROM public.planted_calls GROUP BY what ORDER BY what;
 
 -- clean up the planted objects
-DROP OWNED BY planter;
-DROP ROLE planter;
+DROP OWNED BY regress_planter;
+DROP ROLE regress_planter;
 DROP TABLE public.planted_calls;
