@@ -22,7 +22,9 @@
 //! after `page_size` rows. A single statement with `$n IS NULL OR …` branches
 //! would leave the generic plan unable to use the cursor as an index bound,
 //! so the scope (project / org's own jobs / org with its projects) and the
-//! presence of a cursor each select their own statement.
+//! presence of a cursor each select their own statement; so does a
+//! `job_type` filter, which is then a plain condition rather than a
+//! `$3 IS NULL OR …` every row of every page evaluates.
 //!
 //! Why the cursor is resolved in the same scope and under the same
 //! visibility filter as the page: a cursor that is not a job of this
@@ -85,8 +87,17 @@ enum Statement {
     Getter,
     /// The cursor's (created_at, job_id), if it is a job of the listing.
     Cursor(Scope),
-    /// A page: first (no cursor) or after a cursor.
-    Page(Scope, bool),
+    /// A page: first (no cursor) or after a cursor; of one job type or all.
+    Page(Scope, Page),
+}
+
+/// What selects a page statement beside its scope.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Page {
+    /// After a cursor (`starting_after`), or the first page.
+    after: bool,
+    /// Filtered by `job_type`, rather than every row testing a NULL filter.
+    typed: bool,
 }
 
 /// The listing's planner settings: see the module comment.
@@ -140,9 +151,9 @@ impl Statement {
             // which projects every row into a new tuple, where a Limit over
             // the index scan hands the table's own tuples to the result
             // store (a copy, not a re-formation). Same rows either way.
-            Statement::Page(scope, after) => format!(
+            Statement::Page(scope, Page { after, typed }) => format!(
                 "SELECT {COLUMNS} FROM apollo_jobs.jobs j WHERE {}\
-                 {} AND ($3 IS NULL OR j.job_type OPERATOR(pg_catalog.=) $3){} \
+                 {}{}{} \
                  ORDER BY j.created_at DESC, j.job_id DESC LIMIT {}",
                 scope.predicate(),
                 // The cursor's own lookup leaves the gate to the LIMIT: when
@@ -158,6 +169,11 @@ impl Statement {
                     )
                 } else {
                     String::new()
+                },
+                if typed {
+                    " AND j.job_type OPERATOR(pg_catalog.=) $3"
+                } else {
+                    ""
                 },
                 visibility.per_row,
                 if visibility.gate.is_empty() {
@@ -324,7 +340,11 @@ pub fn list_jobs(request: &ListRequest<'_>, rows: &Rows) -> Result<(), JobError>
             }
             Some(_) => true,
         };
-        let found = plan(Statement::Page(scope, after))?.run(&args, Some(rows.store()))?;
+        let page = Page {
+            after,
+            typed: request.job_type.is_some(),
+        };
+        let found = plan(Statement::Page(scope, page))?.run(&args, Some(rows.store()))?;
         // An empty page after a cursor: the end of the listing, or a cursor
         // that is not one of its jobs.
         if after && found == 0 && plan(Statement::Cursor(scope))?.run(&args, None)? == 0 {

@@ -1243,6 +1243,37 @@ mod tests {
             }
             assert_eq!(got, want, "{scope} paged");
         }
+        // A job_type filter: its own statements, the same order and paging.
+        run("SELECT apollo_jobs.upsert_job_by_thermos_id('wf-x' || i, 'project', 'o1', 'p1', 'batch_export') FROM generate_series(1, 5) i");
+        run("ALTER TABLE apollo_jobs.jobs DISABLE TRIGGER jobs_immutable");
+        run("UPDATE apollo_jobs.jobs SET created_at = '2026-01-01'::timestamptz + substr(thermos_job_id, 5)::int * interval '50 seconds' WHERE job_type = 'batch_export'");
+        run("ALTER TABLE apollo_jobs.jobs ENABLE TRIGGER jobs_immutable");
+        for (scope, filter) in [
+            ("'o1', 'p1'", "project_id = 'p1'"),
+            ("'o1', include_project_jobs => true", "true"),
+        ] {
+            let want = expected(&format!("{filter} AND job_type = 'batch_export'"));
+            assert_eq!(want.len(), 5);
+            let typed = format!("{scope}, job_type => 'batch_export'");
+            assert_eq!(page(&format!("{typed}, page_size => 100")), want, "{typed}");
+            let mut got = page(&format!("{typed}, page_size => 2"));
+            while let Some(last) = got.last().cloned() {
+                let next = page(&format!(
+                    "{typed}, starting_after => '{last}', page_size => 2"
+                ));
+                if next.is_empty() {
+                    break;
+                }
+                got.extend(next);
+            }
+            assert_eq!(got, want, "{typed} paged");
+            // Untyped, the scope's every job, both types interleaved.
+            assert_eq!(
+                page(&format!("{scope}, page_size => 100")),
+                expected(filter)
+            );
+        }
+        run("DELETE FROM apollo_jobs.jobs WHERE job_type = 'batch_export'");
         // The job_type filter need not match the cursor's job.
         let first = expected("true")[0].clone();
         assert_eq!(
