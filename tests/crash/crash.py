@@ -36,21 +36,12 @@ import time
 import psycopg
 from psycopg.rows import tuple_row
 
-ORGS = ["org_crash_1", "org_crash_2"]
-PROJECTS = {org: [f"{org}_prj_{k}" for k in (1, 2)] for org in ORGS}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture"))
+from fixture import UPSERT, scopes, setup_sql  # noqa: E402  (tests/fixture/fixture.py)
+
+ORGS, PROJECTS = scopes("org_crash", 2)
 SHARED_POOL = 60
-
-# The host's tables every suite shares.
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture", "host.sql")) as _f:
-    HOST_SQL = _f.read()
-
-SETUP_SQL = (
-    "CREATE EXTENSION apollo_jobs; CREATE EXTENSION amcheck;\n"
-    + HOST_SQL
-    + "\nSELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');"
-)
-
-UPSERT = "SELECT job_id, created FROM apollo_jobs.upsert_job_by_thermos_id(%s, %s, %s, %s, %s)"
+SETUP_SQL = setup_sql("amcheck")
 
 
 def attributes(thermos):

@@ -72,11 +72,10 @@ from collections import Counter, defaultdict
 import psycopg
 from psycopg.rows import tuple_row
 
-ORGS = ["org_diff_1", "org_diff_2", "org_diff_3"]
-# The host's tables every suite shares.
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture", "host.sql")) as _f:
-    HOST_SQL = _f.read()
-PROJECTS = {org: [f"{org}_prj_{k}" for k in (1, 2)] for org in ORGS}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture"))
+from fixture import HOST_SQL, scopes  # noqa: E402  (tests/fixture/fixture.py)
+
+ORGS, PROJECTS = scopes("org_diff", 3)
 JOB_TYPES = ["batch_revoke", "batch_export"]
 APP_ROLE = "apollo_diff_app"
 SEEDED_IDS = 150

@@ -42,20 +42,11 @@ LEVELS = [
     ("serializable", psycopg.IsolationLevel.SERIALIZABLE, "ser"),
 ]
 
-ORGS = ["org_stress_1", "org_stress_2", "org_stress_3"]
-PROJECTS = {org: [f"{org}_prj_{k}" for k in (1, 2)] for org in ORGS}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture"))
+from fixture import UPSERT, scopes, setup_sql  # noqa: E402  (tests/fixture/fixture.py)
 
-# The host's tables every suite shares.
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixture", "host.sql")) as _f:
-    HOST_SQL = _f.read()
-
-SETUP_SQL = (
-    "CREATE EXTENSION apollo_jobs;\n"
-    + HOST_SQL
-    + "\nSELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');"
-)
-
-UPSERT = "SELECT job_id, created FROM apollo_jobs.upsert_job_by_thermos_id(%s, %s, %s, %s, %s)"
+ORGS, PROJECTS = scopes("org_stress", 3)
+SETUP_SQL = setup_sql()
 
 
 def registration(tag, i):
