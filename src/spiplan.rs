@@ -30,15 +30,38 @@ pub type Settings = &'static [(&'static CStr, &'static CStr)];
 /// hand out (the first run, or after an invalidation), i.e. exactly when
 /// SPI is about to plan. A re-plan can still happen without them: the
 /// plan is re-validated when SPI locks its tables, and taking a lock can
-/// process an invalidation. The plan's generation tells; such a plan is
-/// prepared again, with the settings, on the next call.
+/// process an invalidation. The plan's generation tells: a generic plan
+/// whose generation is not the one last made with the settings is prepared
+/// again, with them, on the next call that is not nested inside a run of
+/// the same plan (a run still executing it must not see it freed).
 pub struct KeptPlan {
     plan: Cell<NonNull<pg_sys::_SPI_plan>>,
     sql: CString,
     types: Vec<pg_sys::Oid>,
     settings: Settings,
-    /// Re-planned without `settings` during the last run.
-    replanned: Cell<bool>,
+    /// The plan source's generation after the last run with `settings`.
+    settled: Cell<Option<i32>>,
+    /// Runs of this plan in progress (a statement of the plan can call
+    /// back into the same function, e.g. from a host row-level security
+    /// policy).
+    active: Cell<u32>,
+}
+
+/// Counts a run in progress for as long as it lives, also when the run
+/// raises (its unwinding drops this).
+struct Active<'a>(&'a Cell<u32>);
+
+impl<'a> Active<'a> {
+    fn enter(count: &'a Cell<u32>) -> Self {
+        count.set(count.get() + 1);
+        Active(count)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 /// Plans made while this backend's planner settings were not applied
@@ -64,7 +87,8 @@ impl KeptPlan {
             sql,
             types,
             settings,
-            replanned: Cell::new(false),
+            settled: Cell::new(None),
+            active: Cell::new(0),
         })
     }
 
@@ -117,28 +141,23 @@ impl KeptPlan {
         if self.settings.is_empty() {
             return self.execute(args, into);
         }
-        if self.replanned.replace(false) {
+        let (ready, generation) = self.state()?;
+        if ready && self.settled.get() != Some(generation) && self.active.get() == 0 {
+            // A generic plan made without the settings: prepare it again.
             let fresh = Self::keep(&self.sql, &self.types)?;
             let stale = self.plan.replace(fresh);
-            // SAFETY: the stale plan was kept by `keep` and is no longer
-            // referenced; it is freed once, here.
+            self.settled.set(None);
+            // SAFETY: the stale plan was kept by `keep`; no run of it is in
+            // progress (`active` is 0) and nothing else holds it. Freed
+            // once, here.
             unsafe { pg_sys::SPI_freeplan(stale.as_ptr()) };
+            return self.run(args, into);
         }
-        let source = self.source()?;
-        // SAFETY: `source` is this plan's live CachedPlanSource (read only).
-        let (ready, generation) = unsafe {
-            let gplan = (*source).gplan;
-            (
-                (*source).is_valid && !gplan.is_null() && (*gplan).is_valid,
-                (*source).generation,
-            )
-        };
+        let _active = Active::enter(&self.active);
         if ready {
             let rows = self.execute(args, into)?;
-            // SAFETY: as above.
-            if unsafe { (*source).generation } != generation {
-                self.replanned.set(true);
-                #[cfg(any(test, feature = "pg_test"))]
+            #[cfg(any(test, feature = "pg_test"))]
+            if self.state()?.1 != generation {
                 counters::PLANNED_WITHOUT.with(|c| c.set(c.get() + 1));
             }
             return Ok(rows);
@@ -165,7 +184,27 @@ impl KeptPlan {
             }
             let rows = self.execute(args, into);
             pg_sys::AtEOXact_GUC(true, level);
+            self.settled.set(Some(self.state()?.1));
             rows
+        }
+    }
+
+    /// Whether the plan cache holds a generic plan it will hand out as it
+    /// is (valid, and not a transient plan made stale by a newer
+    /// transaction xmin), and the plan source's generation.
+    fn state(&self) -> Result<(bool, i32), JobError> {
+        let source = self.source()?;
+        // SAFETY: `source` is this plan's live CachedPlanSource, and its
+        // generic plan (if any) lives as long as it does; both only read.
+        // TransactionXmin is this backend's.
+        unsafe {
+            let gplan = (*source).gplan;
+            let ready = (*source).is_valid
+                && !gplan.is_null()
+                && (*gplan).is_valid
+                && ((*gplan).saved_xmin == pg_sys::InvalidTransactionId
+                    || (*gplan).saved_xmin == pg_sys::TransactionXmin);
+            Ok((ready, (*source).generation))
         }
     }
 

@@ -1410,4 +1410,46 @@ mod tests {
             "22023"
         );
     }
+
+    /// An error raised inside a call that plans the listing with its
+    /// settings (here by a host row-level security policy), caught by a
+    /// subtransaction, leaves the caller's settings as they were.
+    #[pg_test]
+    fn list_jobs_error_while_planning_restores_settings() {
+        host();
+        upsert("wf-e", "project", "o1", Some("p1"));
+        run("CREATE FUNCTION host.refuse() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN IF current_setting('apollo_jobs_test.refuse', true) = 'on' THEN RAISE EXCEPTION 'refused'; END IF; RETURN true; END $$");
+        run("ALTER TABLE host.orgs ENABLE ROW LEVEL SECURITY");
+        run("CREATE POLICY refuse ON host.orgs USING (host.refuse())");
+        run("CREATE ROLE apollo_jobs_refused");
+        run("GRANT USAGE ON SCHEMA apollo_jobs, host, tests TO apollo_jobs_refused");
+        run("GRANT SELECT ON apollo_jobs.jobs, host.orgs, host.projects TO apollo_jobs_refused");
+        run("SET LOCAL enable_sort = on");
+        run("SET LOCAL enable_seqscan = on");
+        run("SET LOCAL apollo_jobs_test.refuse = on");
+        run("SET LOCAL ROLE apollo_jobs_refused");
+        let planned = || -> i64 {
+            let text: String = one("SELECT tests.listing_plans()");
+            text.split_once('/')
+                .and_then(|(with, _)| with.parse().ok())
+                .expect("with/without")
+        };
+        let setting = |name: &str| -> String { one(&format!("SELECT current_setting('{name}')")) };
+        let before = planned();
+        assert_eq!(
+            sqlstate("SELECT * FROM apollo_jobs.list_jobs('o1', 'p1')"),
+            "P0001"
+        );
+        assert!(
+            planned() > before,
+            "the error came from a run with the settings"
+        );
+        assert_eq!(setting("enable_sort"), "on");
+        assert_eq!(setting("enable_seqscan"), "on");
+        run("SET LOCAL apollo_jobs_test.refuse = off");
+        let listed: i64 = one("SELECT count(*) FROM apollo_jobs.list_jobs('o1', 'p1')");
+        assert_eq!(listed, 1);
+        assert_eq!(setting("enable_sort"), "on");
+        run("RESET ROLE");
+    }
 }
