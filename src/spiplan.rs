@@ -33,7 +33,10 @@ pub type Settings = &'static [(&'static CStr, &'static CStr)];
 /// process an invalidation. The plan's generation tells: a generic plan
 /// whose generation is not the one last made with the settings is prepared
 /// again, with them, on the next call that is not nested inside a run of
-/// the same plan (a run still executing it must not see it freed).
+/// the same plan (a run still executing it must not see it freed). Under
+/// `plan_cache_mode = force_custom_plan`, which overrides the generic-plan
+/// flag, there is no generic plan to hand out, so every call plans, with
+/// the settings (the one call after switching the mode may not).
 pub struct KeptPlan {
     plan: Cell<NonNull<pg_sys::_SPI_plan>>,
     sql: CString,
