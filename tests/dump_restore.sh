@@ -9,20 +9,7 @@ dump="$SCRATCH/dump_restore/jobs.dump"
 
 psql_q -d postgres -c "CREATE DATABASE src" -c "CREATE DATABASE dst"
 load_host src
-psql_q -d src >/dev/null <<'SQL'
-INSERT INTO public.orgs SELECT 'org_' || i FROM generate_series(1, 5) i;
-INSERT INTO public.projects SELECT 'prj_' || i || '_' || j, 'org_' || i FROM generate_series(1, 5) i, generate_series(1, 3) j;
-CREATE EXTENSION apollo_jobs;
-SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
-SELECT count(*) FROM (
-  SELECT (apollo_jobs.upsert_job_by_thermos_id('wf-org-' || i, 'org', 'org_' || (i % 5 + 1), NULL, 'batch_revoke')).created
-  FROM generate_series(1, 200) i
-  UNION ALL
-  SELECT (apollo_jobs.upsert_job_by_thermos_id('wf-prj-' || i, 'project', 'org_' || (i % 5 + 1),
-          'prj_' || (i % 5 + 1) || '_' || (i % 3 + 1), 'batch_revoke')).created
-  FROM generate_series(1, 300) i) s;
-UPDATE public.projects SET deleted = true WHERE nano_id = 'prj_2_2';
-SQL
+psql_q -d src -f "$ROOT/tests/fixture/jobs500.sql" >/dev/null
 
 as_pg "$PGBIN/pg_dump" -h "$PGHOST" -p "$PGPORT" -U postgres -Fc -f "$dump.tmp" src
 mv "$dump.tmp" "$dump"

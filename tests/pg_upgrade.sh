@@ -94,22 +94,8 @@ in_dir() { (cd "$dir" && timeout 600 sudo -u postgres -- "$@"); }
 
 # The fixture: the shared host tables (tests/fixture/host.sql, with
 # cascading FKs), the extension and its table, 500 jobs in 5 orgs and 15
-# projects, one project soft-deleted.
-fixture_sql=$(cat "$HOST_FIXTURE"; cat <<'SQL'
-INSERT INTO public.orgs SELECT 'org_' || i FROM generate_series(1, 5) i;
-INSERT INTO public.projects SELECT 'prj_' || i || '_' || j, 'org_' || i FROM generate_series(1, 5) i, generate_series(1, 3) j;
-CREATE EXTENSION apollo_jobs;
-SELECT apollo_jobs.create_jobs_table(orgs => 'public.orgs', projects => 'public.projects');
-SELECT count(*) FROM (
-  SELECT (apollo_jobs.upsert_job_by_thermos_id('wf-org-' || i, 'org', 'org_' || (i % 5 + 1), NULL, 'batch_revoke')).created
-  FROM generate_series(1, 200) i
-  UNION ALL
-  SELECT (apollo_jobs.upsert_job_by_thermos_id('wf-prj-' || i, 'project', 'org_' || (i % 5 + 1),
-          'prj_' || (i % 5 + 1) || '_' || (i % 3 + 1), 'batch_revoke')).created
-  FROM generate_series(1, 300) i) s;
-UPDATE public.projects SET deleted = true WHERE nano_id = 'prj_2_2';
-SQL
-)
+# projects, one project soft-deleted (tests/fixture/jobs500.sql).
+fixture_sql=$(cat "$HOST_FIXTURE" "$ROOT/tests/fixture/jobs500.sql")
 
 # What must survive, each as one text value (checked before and after).
 declare -A SQL_OF=(
