@@ -45,4 +45,17 @@ async function waitFor(probe, ms = 10000) {
   }
 }
 
-module.exports = { freshDatabase, withClient, pool, waitFor };
+/** One HTTP request to an example service at `base`: status, headers and the JSON body. */
+async function call(base, method, path, body) {
+  const res = await fetch(base + path, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, headers: res.headers, body: await res.json() };
+}
+
+/** POST /v1/jobs: a registration. */
+const post = (base, body) => call(base, 'POST', '/v1/jobs', body);
+
+module.exports = { freshDatabase, withClient, pool, waitFor, call, post };

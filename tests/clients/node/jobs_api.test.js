@@ -14,7 +14,7 @@ const {
   STATUS_BY_SQLSTATE, STATUS_BY_SQLSTATE_CLASS, RETRY_SQLSTATES,
 } = require('./jobs_api');
 const { UPSERT_JOB, JOB_BY_ID, LIST_JOBS } = require('./sql');
-const { freshDatabase, withClient, waitFor } = require('./db');
+const { freshDatabase, withClient, waitFor, call, post } = require('./db');
 
 // tests/poolers/run.sh runs this suite with the service's connections behind
 // pgbouncer in transaction pooling: SERVICE_PGHOST/SERVICE_PGPORT point the
@@ -63,16 +63,7 @@ async function startApi(user, database, options = {}, max = 10, config = {}) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
-async function call(base, method, path, body) {
-  const res = await fetch(base + path, {
-    method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, headers: res.headers, body: await res.json() };
-}
 
-const post = (base, body) => call(base, 'POST', '/v1/jobs', body);
 const get = (base, jobId, orgId, projectId) => {
   const q = new URLSearchParams();
   if (orgId !== undefined) q.set('org_id', orgId);

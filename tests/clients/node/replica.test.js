@@ -8,7 +8,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { createPools, createServer } = require('./jobs_api');
-const { freshDatabase, withClient, waitFor } = require('./db');
+const { freshDatabase, withClient, waitFor, call, post } = require('./db');
 
 const DB = 'node_replica';
 const REPLICA = { host: process.env.PGREPLICA_HOST, port: Number(process.env.PGREPLICA_PORT) };
@@ -49,15 +49,6 @@ async function startApi(pools) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
-async function call(base, method, path, body) {
-  const res = await fetch(base + path, {
-    method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, headers: res.headers, body: await res.json() };
-}
-const post = (base, body) => call(base, 'POST', '/v1/jobs', body);
 const poll = (base, jobId, orgId, projectId) =>
   call(base, 'GET', `/v1/jobs/${jobId}?${new URLSearchParams({ org_id: orgId, ...(projectId ? { project_id: projectId } : {}) })}`);
 const listIds = async (base, params) => {
